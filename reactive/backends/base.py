@@ -1,0 +1,149 @@
+"""The backend boundary: what the engine needs from a log, an index and a transport.
+
+The invalidator (``invalidation.py``) and the per-process hub (``hub.py``) are written against
+these classes only; the embedded backend implements them in memory, the Redis backend with
+Redis streams, Lua scripts and channels_redis.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from ..changes import ChangeRecord, RowChange
+from ..readsets import ReadSet
+
+# Messages from a hub to the invalidator ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ensure:
+    """Make the query instance live for this hub and reply with its current value."""
+
+    request_id: int
+    hub_id: str
+    name: str
+    args: dict
+    user_id: object | None  # the user's primary key, None when signed out
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """This hub no longer has subscribers of the instance."""
+
+    hub_id: str
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropHub:
+    """The hub is gone: release everything it held."""
+
+    hub_id: str
+
+
+Request = Ensure | Release | DropHub
+
+# Messages from the invalidator to hubs -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceUpdate:
+    instance_id: str
+    payload: bytes
+    is_error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """The reply to an ``Ensure``: the instance the request maps to, and its value."""
+
+    request_id: int
+    hub_id: str
+    instance_id: str
+    payload: bytes
+    is_error: bool
+    identity_bound: bool
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one invalidator pass produced, computed in one snapshot at ``version``.
+
+    ``resubscribe``: shared instances whose re-run read the caller's identity; each subscriber
+    must subscribe again as itself.
+    """
+
+    version: int
+    updates: list[InstanceUpdate] = field(default_factory=list)
+    replies: list[Subscribed] = field(default_factory=list)
+    resubscribe: list[str] = field(default_factory=list)
+
+
+# The parts -----------------------------------------------------------------------------------
+
+
+class ChangeLog(ABC):
+    """The ordered log of change records; ``append`` is called by whoever committed."""
+
+    @abstractmethod
+    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
+        """Append one commit's changes; return its version."""
+
+    @abstractmethod
+    def head(self) -> int:
+        """The version of the latest appended record."""
+
+    @abstractmethod
+    def read_after(self, version: int, limit: int) -> list[ChangeRecord]:
+        """Records with a larger version, oldest first. A gap before the first one means
+        records were trimmed: the reader must treat everything as changed."""
+
+
+class ReadSetIndex(ABC):
+    """Which live query instances depend on which rows."""
+
+    @abstractmethod
+    def watched_columns(self, table: str) -> frozenset[str] | None:
+        """Columns that some live instance constrains on ``table``; None if none reads it."""
+
+    @abstractmethod
+    def set(self, instance_id: str, read_set: ReadSet) -> None:
+        """Replace the read set of an instance."""
+
+    @abstractmethod
+    def remove(self, instance_id: str) -> None: ...
+
+    @abstractmethod
+    def match(self, record: ChangeRecord) -> set[str]:
+        """The instances whose read set one of the record's rows (old or new values) hits."""
+
+    @abstractmethod
+    def instance_ids(self) -> set[str]: ...
+
+
+class Backend(ABC):
+    log: ChangeLog
+    index: ReadSetIndex
+
+    @abstractmethod
+    def submit(self, request: Request) -> None:
+        """Send a request from a hub to the invalidator (any thread)."""
+
+    @abstractmethod
+    def connect_hub(self, hub) -> None:
+        """Deliver batches to ``hub`` from now on; start the invalidator if it runs in-process."""
+
+    @abstractmethod
+    def disconnect_hub(self, hub) -> None: ...
+
+    @abstractmethod
+    def next_work(self, after: int, timeout: float) -> tuple[list[ChangeRecord], list[Request]]:
+        """Invalidator side: wait up to ``timeout`` for records after ``after`` or requests."""
+
+    @abstractmethod
+    def deliver(self, batch: Batch) -> None:
+        """Invalidator side: hand a finished batch to the hubs."""
+
+    def close(self) -> None:  # noqa: B027 (optional for backends with no background work)
+        """Stop background work (tests)."""

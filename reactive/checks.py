@@ -1,0 +1,55 @@
+"""System checks: misconfiguration is reported by ``manage.py check`` with stable ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+from .settings import DEFAULTS
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
+    messages = []
+    user = getattr(settings, "REACTIVE", {}) or {}
+    if not isinstance(user, dict):
+        return [Error("REACTIVE must be a dict.", id="reactive.E001")]
+    for key in user:
+        if key not in DEFAULTS:
+            messages.append(
+                Error(
+                    f"Unknown REACTIVE setting {key!r}.",
+                    hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+                    id="reactive.E002",
+                )
+            )
+    from .settings import reactive_settings
+
+    if reactive_settings.BACKEND not in ("embedded", "redis"):
+        messages.append(Error("REACTIVE['BACKEND'] must be 'embedded' or 'redis'.", id="reactive.E003"))
+    if reactive_settings.BACKEND == "redis" and not reactive_settings.REDIS_URL:
+        messages.append(
+            Error("The redis backend needs REACTIVE['REDIS_URL'] (or REDIS_URL).", id="reactive.E004")
+        )
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        messages.append(
+            Warning(
+                "ASGI_APPLICATION is not set: the WebSocket endpoint needs an ASGI server (Daphne).",
+                hint="Set ASGI_APPLICATION and route reactive.routing.websocket_urlpatterns.",
+                id="reactive.W001",
+            )
+        )
+    database = settings.DATABASES.get("default", {})
+    if database.get("ENGINE", "").endswith("sqlite3"):
+        init = str(database.get("OPTIONS", {}).get("init_command", "")).lower()
+        if "journal_mode=wal" not in init.replace(" ", ""):
+            messages.append(
+                Warning(
+                    "SQLite without WAL: the invalidator's reads block writers.",
+                    hint='Add "init_command": "PRAGMA journal_mode=WAL;" to the database OPTIONS.',
+                    id="reactive.W002",
+                )
+            )
+    return messages

@@ -1,0 +1,299 @@
+"""The WebSocket consumer: one per client connection, speaking PROTOCOL.md.
+
+Pushed frames never pass through the channel layer or a thread: the process's hub calls
+``push_transition``, which queues the text for this socket's writer task. Database work
+(mutations, actions, token checks) runs in worker threads, one mutation at a time per
+connection, in the order sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.core.exceptions import SynchronousOnlyOperation
+from django.db import close_old_connections
+
+from . import protocol
+from .errors import BadMessage, LimitExceeded, ProtocolError, RateLimited, TooLarge, Unauthenticated
+from .execution import call_action, call_mutation, guarded
+from .hub import Hub, get_hub
+from .registry import Function, get_function
+from .settings import reactive_settings
+
+logger = logging.getLogger("reactive.consumers")
+
+
+@dataclass(slots=True)
+class Subscription:
+    function: Function
+    validated: dict[str, Any]
+    raw_args: dict[str, Any]
+    instance_id: str | None = None
+    request_id: int | None = None
+
+
+class TokenBucket:
+    """Frames allowed per second, with a burst; a flood gets ``rate_limited`` errors."""
+
+    __slots__ = ("burst", "rate", "tokens", "updated")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.updated = rate, burst, burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def _in_thread(func, *args: Any, **kwargs: Any):
+    """Run blocking database work in a worker thread, with Django's connection hygiene."""
+
+    def call() -> Any:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(call, thread_sensitive=False)()
+
+
+class ReactiveConsumer(AsyncWebsocketConsumer):
+    hub: Hub
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels 4.2+ hops to a thread (close_old_connections) before every handler; this
+        # consumer does its database work in its own threads, so the hot path skips the hop.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        self.set_user(user if user is not None and user.is_authenticated else None)
+        self.session_id: str | None = None
+        self.subscriptions: dict[int, Subscription] = {}
+        self.last_version = 0
+        self.inflight = 0
+        self.closed = False
+        self.bucket = TokenBucket(reactive_settings.RATE_LIMIT_PER_SECOND, reactive_settings.RATE_LIMIT_BURST)
+        self.max_message_bytes = reactive_settings.MAX_MESSAGE_BYTES
+        self._outbox: collections.deque[str] = collections.deque()
+        self._outbox_ready = asyncio.Event()
+        self._mutations: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
+        await self.accept()
+        self.hub = get_hub()
+        self._spawn(self._write_outbox())
+        self._spawn(self._run_mutations())
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "closed", True):
+            return
+        self.closed = True
+        for sub_id, subscription in list(self.subscriptions.items()):
+            self.hub.unsubscribe(self, sub_id, subscription.instance_id)
+        self.subscriptions.clear()
+        for task in self._tasks:
+            task.cancel()
+
+    def set_user(self, user: Any) -> None:
+        self.user = user
+        self.user_id = user.pk if user is not None else None
+
+    # Outgoing ----------------------------------------------------------------------------
+
+    def push(self, text: str) -> None:
+        if not self.closed:
+            self._outbox.append(text)
+            self._outbox_ready.set()
+
+    def push_transition(self, version: int, entries: list[str]) -> None:
+        self.last_version = max(self.last_version, version)
+        self.push(protocol.transition_frame(self.last_version, entries))
+
+    def push_error(self, error: ProtocolError, **reference: int) -> None:
+        self.push(protocol.error_frame(error, **reference))
+
+    async def _write_outbox(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                await self.send(text_data=self._outbox.popleft())
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Connection task failed", exc_info=task.exception())
+
+    # Incoming ----------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        frame: Any = None
+        try:
+            if text_data is None:
+                raise BadMessage("Binary frames are not supported: send JSON text frames.")
+            if len(text_data) > self.max_message_bytes and len(text_data.encode()) > self.max_message_bytes:
+                raise TooLarge(f"Frame of {len(text_data.encode())} bytes exceeds {self.max_message_bytes}.")
+            if not self.bucket.take():
+                raise RateLimited()
+            frame = protocol.parse_frame(text_data)
+            await getattr(self, "on_" + frame["type"])(frame)
+        except ProtocolError as error:
+            reference = getattr(error, "frame_ref", None) or protocol.reference_of(frame)
+            self.push_error(error, **reference)
+
+    async def on_connect(self, frame: dict[str, Any]) -> None:
+        self.session_id = frame["session_id"]
+        self.push(
+            protocol.dumps(
+                {
+                    "type": "connected",
+                    "protocol": protocol.PROTOCOL_VERSION,
+                    "version": max(self.last_version, self.hub.processed_version),
+                    "limits": {
+                        "max_message_bytes": self.max_message_bytes,
+                        "max_subscriptions": reactive_settings.MAX_SUBSCRIPTIONS,
+                    },
+                }
+            )
+        )
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        self.push('{"type":"pong"}')
+
+    async def on_subscribe(self, frame: dict[str, Any]) -> None:
+        sub_id = frame["id"]
+        if sub_id in self.subscriptions:
+            raise BadMessage(f"Subscription id {sub_id} is already live.")
+        if len(self.subscriptions) >= reactive_settings.MAX_SUBSCRIPTIONS:
+            raise LimitExceeded(
+                f"At most {reactive_settings.MAX_SUBSCRIPTIONS} live subscriptions per connection."
+            )
+        function = get_function(frame["query"], "query")
+        raw_args = frame["args"]
+        try:
+            validated = function.validate_args(raw_args)
+        except SynchronousOnlyOperation:  # a field that queries the database
+            validated = await _in_thread(function.validate_args, raw_args)
+        if sub_id in self.subscriptions or self.closed:
+            raise BadMessage(f"Subscription id {sub_id} is already live.")
+        self.subscriptions[sub_id] = Subscription(function, validated, raw_args)
+        self.hub.subscribe(self, sub_id, function.name, validated, raw_args)
+
+    async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
+        subscription = self.subscriptions.pop(frame["id"], None)
+        if subscription is not None:
+            self.hub.unsubscribe(self, frame["id"], subscription.instance_id)
+
+    async def on_mutation(self, frame: dict[str, Any]) -> None:
+        self._count_inflight()
+        self._mutations.put_nowait(frame)
+
+    async def on_action(self, frame: dict[str, Any]) -> None:
+        self._count_inflight()
+        self._spawn(self._run_action(frame))
+
+    async def on_authenticate(self, frame: dict[str, Any]) -> None:
+        token = frame["token"]
+        if token is None:
+            user = None
+        else:
+            user = await _in_thread(reactive_settings.TOKEN_AUTHENTICATOR, token)
+            if user is None:
+                raise Unauthenticated("Invalid or expired token.")
+        if (user.pk if user is not None else None) == self.user_id:
+            return
+        self.set_user(user)
+        # Only subscriptions whose query read the identity (or may yet) run again.
+        for sub_id, subscription in list(self.subscriptions.items()):
+            if subscription.instance_id is None or self.hub.is_identity_bound(subscription.instance_id):
+                self.resubscribe(sub_id)
+
+    def _count_inflight(self) -> None:
+        if self.inflight >= reactive_settings.MAX_INFLIGHT_REQUESTS:
+            raise LimitExceeded(f"At most {reactive_settings.MAX_INFLIGHT_REQUESTS} requests in flight.")
+        self.inflight += 1
+
+    # Requests ----------------------------------------------------------------------------
+
+    async def _run_mutations(self) -> None:
+        while True:
+            frame = await self._mutations.get()
+            request_id = frame["request_id"]
+            try:
+                outcome = await _in_thread(
+                    guarded,
+                    frame["name"],
+                    call_mutation,
+                    frame["name"],
+                    frame["args"],
+                    self.user,
+                    session_id=self.session_id,
+                    request_id=request_id,
+                )
+                # Read your own writes: the result follows every transition the commit caused.
+                await self.hub.wait_processed(outcome.version)
+                self.push(protocol.mutation_result_frame(request_id, outcome.payload, outcome.version))
+            except ProtocolError as error:
+                self.push(protocol.failed_result_frame("mutation_result", request_id, error))
+            finally:
+                self.inflight -= 1
+
+    async def _run_action(self, frame: dict[str, Any]) -> None:
+        request_id = frame["request_id"]
+        try:
+            payload = await _in_thread(
+                guarded, frame["name"], call_action, frame["name"], frame["args"], self.user
+            )
+            self.push(protocol.action_result_frame(request_id, payload))
+        except ProtocolError as error:
+            self.push(protocol.failed_result_frame("action_result", request_id, error))
+        finally:
+            self.inflight -= 1
+
+    # Called by the hub -------------------------------------------------------------------
+
+    def awaiting(self, sub_id: int, request_id: int) -> None:
+        subscription = self.subscriptions[sub_id]
+        subscription.request_id, subscription.instance_id = request_id, None
+
+    def is_awaiting(self, sub_id: int, request_id: int) -> bool:
+        subscription = self.subscriptions.get(sub_id)
+        return not self.closed and subscription is not None and subscription.request_id == request_id
+
+    def attached(self, sub_id: int, instance_id: str) -> None:
+        subscription = self.subscriptions[sub_id]
+        subscription.instance_id, subscription.request_id = instance_id, None
+
+    def resubscribe(self, sub_id: int) -> None:
+        """Subscribe again as the current user (after sign-in, or a query that began to read it)."""
+        subscription = self.subscriptions.get(sub_id)
+        if subscription is None or self.closed:
+            return
+        self.hub.unsubscribe(self, sub_id, subscription.instance_id)
+        subscription.instance_id = subscription.request_id = None
+        self.hub.subscribe(
+            self, sub_id, subscription.function.name, subscription.validated, subscription.raw_args
+        )

@@ -1,0 +1,59 @@
+"""One JSON encoding for every result, everywhere: the socket, HTTP and the result hash.
+
+Model instances become ``{attname: value}`` of their concrete fields (a foreign key as
+``<name>_id``, like ``.values()``), querysets become lists, datetimes ISO 8601, decimals
+strings, UUIDs strings. Encoding happens inside the function's run, so a queryset returned
+lazily is evaluated (and its reads tracked) there.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from django.db import models
+from django.db.models.query import QuerySet
+
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, models.Model):
+        return instance_as_dict(value)
+    if isinstance(value, QuerySet):
+        return list(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset, tuple)) or (
+        hasattr(value, "__iter__") and not isinstance(value, str)
+    ):
+        return list(value)
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID | datetime.date | datetime.time):
+        return str(value)
+    raise TypeError(f"Cannot encode {type(value).__name__} as JSON: return JSON values, models or querysets.")
+
+
+def instance_as_dict(instance: models.Model) -> dict[str, Any]:
+    return {f.attname: f.value_from_object(instance) for f in instance._meta.concrete_fields}
+
+
+def dumps(value: Any) -> bytes:
+    """The JSON bytes of ``value``; raises ``TypeError`` for what JSON cannot hold."""
+    return orjson.dumps(value, default=_default, option=_OPTIONS)
+
+
+def dumps_canonical(value: Any) -> bytes:
+    """JSON with sorted keys: equal values give equal bytes (used for argument keys)."""
+    return orjson.dumps(value, default=_default, option=_OPTIONS | orjson.OPT_SORT_KEYS)
+
+
+loads = orjson.loads
+Fragment = orjson.Fragment

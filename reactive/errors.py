@@ -1,0 +1,104 @@
+"""Every error the protocol knows, each with a stable machine code and an HTTP status.
+
+After Django REST framework's exceptions: the code is what clients branch on, the message is
+for people. ``ReactiveError`` is the one a function raises on purpose; the others are raised by
+the app itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProtocolError(Exception):
+    """An error that is sent to the client as ``{"code", "message", "data"?}``."""
+
+    code = "server_error"
+    status = 500
+    default_message = "A server error occurred."
+
+    def __init__(self, message: str | None = None, data: Any = None) -> None:
+        self.message = message or self.default_message
+        self.data = data
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class ReactiveError(ProtocolError):
+    """Raised by a query, mutation or action to fail on purpose.
+
+    The message and ``data`` (any JSON value) reach the client as a ``user_error``. In a
+    mutation the transaction is rolled back.
+    """
+
+    code = "user_error"
+    status = 400
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(message, data)
+
+
+class BadMessage(ProtocolError):
+    code = "bad_message"
+    status = 400
+    default_message = "Malformed message."
+
+
+class NotFound(ProtocolError):
+    code = "not_found"
+    status = 404
+    default_message = "No such function."
+
+
+class InvalidArgs(ProtocolError):
+    code = "invalid_args"
+    status = 400
+    default_message = "Invalid arguments."
+
+
+class Unauthenticated(ProtocolError):
+    code = "unauthenticated"
+    status = 401
+    default_message = "Authentication required."
+
+
+class Forbidden(ProtocolError):
+    code = "forbidden"
+    status = 403
+    default_message = "You may not call this function."
+
+
+class ServerError(ProtocolError):
+    code = "server_error"
+    status = 500
+
+
+class TooLarge(ProtocolError):
+    code = "too_large"
+    status = 413
+    default_message = "Message too large."
+
+
+class LimitExceeded(ProtocolError):
+    code = "limit_exceeded"
+    status = 429
+    default_message = "Limit exceeded."
+
+
+class RateLimited(ProtocolError):
+    code = "rate_limited"
+    status = 429
+    default_message = "Too many messages; slow down."
+
+
+class WriteInQuery(ProtocolError):
+    """A query tried to write: queries are read-only."""
+
+    code = "server_error"
+    status = 500
+    default_message = "Queries are read-only: a query function tried to write to the database."

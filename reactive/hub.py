@@ -1,0 +1,221 @@
+"""The hub: one per server process (per event loop), the fan-out point for its sockets.
+
+The invalidator sends one message per changed query instance to each process that watches it;
+the hub turns it into frames for its own sockets, encoding each result once per change, not once
+per socket. A batch is applied synchronously (no ``await`` inside), so every socket's frames for
+one commit form one ``transition``, and a subscribe or a mutation result can never slip into the
+middle of a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .backends import get_backend
+from .backends.base import Batch, Ensure, Release
+from .instances import candidate_ids, instance_base
+
+if TYPE_CHECKING:
+    from .consumers import ReactiveConsumer
+
+logger = logging.getLogger("reactive.hub")
+
+
+class LocalInstance:
+    """A live query instance as this process sees it: its latest value and local subscribers."""
+
+    __slots__ = ("entry_key", "identity_bound", "payload_text", "subscribers")
+
+    def __init__(self, payload: bytes, is_error: bool, identity_bound: bool) -> None:
+        self.subscribers: dict[ReactiveConsumer, set[int]] = {}
+        self.identity_bound = identity_bound
+        self.set_value(payload, is_error)
+
+    def set_value(self, payload: bytes, is_error: bool) -> None:
+        self.payload_text = payload.decode()
+        self.entry_key = "error" if is_error else "value"
+
+    def entry(self, sub_id: int) -> str:
+        """This instance's value as one entry of a transition's ``updates``."""
+        return f'{{"id":{sub_id},"{self.entry_key}":{self.payload_text}}}'
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An Ensure in flight: who asked, and the instance ids it may map to."""
+
+    consumer: ReactiveConsumer
+    sub_id: int
+    candidates: tuple[str, ...]
+
+
+class Hub:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.hub_id = f"hub.{uuid.uuid4().hex}"
+        self.loop = loop
+        self.backend = get_backend()
+        self.instances: dict[str, LocalInstance] = {}
+        self.processed_version = self.backend.log.head()
+        self._requests: dict[int, _Pending] = {}
+        self._request_ids = itertools.count(1)
+        # Instance ids an in-flight Ensure may map to: not released while one may land on them.
+        self._pending_candidates: Counter[str] = Counter()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_ids = itertools.count()
+        self.closed = False
+        self.backend.connect_hub(self)
+
+    # Called by consumers (event loop) ----------------------------------------------------
+
+    def subscribe(
+        self, consumer: ReactiveConsumer, sub_id: int, name: str, validated: dict, raw_args: dict
+    ) -> None:
+        """Attach a subscription; its first value reaches the consumer as a transition."""
+        user_id = consumer.user_id
+        base = instance_base(name, validated)
+        candidates = candidate_ids(base, user_id)
+        for candidate in candidates:
+            instance = self.instances.get(candidate)
+            if instance is not None:
+                self._attach(instance, candidate, consumer, sub_id)
+                consumer.push_transition(self.processed_version, [instance.entry(sub_id)])
+                return
+        request_id = next(self._request_ids)
+        self._requests[request_id] = _Pending(consumer, sub_id, candidates)
+        self._pending_candidates.update(candidates)
+        consumer.awaiting(sub_id, request_id)
+        self.backend.submit(Ensure(request_id, self.hub_id, name, raw_args, user_id))
+
+    def unsubscribe(self, consumer: ReactiveConsumer, sub_id: int, instance_id: str | None) -> None:
+        if instance_id is None:
+            return  # still pending: the reply finds the subscription gone and releases
+        instance = self.instances.get(instance_id)
+        if instance is None:
+            return
+        sub_ids = instance.subscribers.get(consumer)
+        if sub_ids is not None:
+            sub_ids.discard(sub_id)
+            if not sub_ids:
+                del instance.subscribers[consumer]
+        self._maybe_release(instance_id)
+
+    async def wait_processed(self, version: int) -> None:
+        """Return once every transition caused by commits up to ``version`` has been queued."""
+        if self.processed_version >= version:
+            return
+        future = self.loop.create_future()
+        heapq.heappush(self._waiters, (version, next(self._waiter_ids), future))
+        await future
+
+    def is_identity_bound(self, instance_id: str) -> bool:
+        instance = self.instances.get(instance_id)
+        return bool(instance and instance.identity_bound)
+
+    # Called by the backend ---------------------------------------------------------------
+
+    def deliver_threadsafe(self, batch: Batch) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.apply_batch, batch)
+        except RuntimeError:  # the loop is closed: this hub is gone
+            self.close()
+
+    def apply_batch(self, batch: Batch) -> None:
+        frames: dict[ReactiveConsumer, list[str]] = {}
+        for update in batch.updates:
+            instance = self.instances.get(update.instance_id)
+            if instance is None:
+                continue
+            instance.set_value(update.payload, update.is_error)
+            for consumer, sub_ids in instance.subscribers.items():
+                frames.setdefault(consumer, []).extend(instance.entry(sub_id) for sub_id in sub_ids)
+        for reply in batch.replies:
+            if reply.hub_id != self.hub_id:
+                continue
+            pending = self._requests.pop(reply.request_id, None)
+            if pending is None:
+                continue
+            consumer, sub_id = pending.consumer, pending.sub_id
+            self._pending_candidates.subtract(pending.candidates)
+            wanted = consumer.is_awaiting(sub_id, reply.request_id)
+            if not reply.instance_id:  # the request failed before it became an instance
+                if wanted:
+                    entry_key = "error" if reply.is_error else "value"
+                    frames.setdefault(consumer, []).append(
+                        f'{{"id":{sub_id},"{entry_key}":{reply.payload.decode()}}}'
+                    )
+                continue
+            instance = self.instances.get(reply.instance_id)
+            if instance is None:
+                instance = LocalInstance(reply.payload, reply.is_error, reply.identity_bound)
+                self.instances[reply.instance_id] = instance
+            if wanted:
+                self._attach(instance, reply.instance_id, consumer, sub_id)
+                frames.setdefault(consumer, []).append(instance.entry(sub_id))
+            for candidate in pending.candidates:
+                self._maybe_release(candidate)
+            self._maybe_release(reply.instance_id)
+        for instance_id in batch.resubscribe:
+            instance = self.instances.pop(instance_id, None)
+            if instance is None:
+                continue
+            for consumer, sub_ids in instance.subscribers.items():
+                for sub_id in sub_ids:
+                    consumer.resubscribe(sub_id)
+        self._pending_candidates = +self._pending_candidates  # drop zero counts
+        self.processed_version = max(self.processed_version, batch.version)
+        for consumer, entries in frames.items():
+            consumer.push_transition(self.processed_version, entries)
+        while self._waiters and self._waiters[0][0] <= self.processed_version:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+
+    # Internals ---------------------------------------------------------------------------
+
+    def _attach(
+        self, instance: LocalInstance, instance_id: str, consumer: ReactiveConsumer, sub_id: int
+    ) -> None:
+        instance.subscribers.setdefault(consumer, set()).add(sub_id)
+        consumer.attached(sub_id, instance_id)
+
+    def _maybe_release(self, instance_id: str) -> None:
+        instance = self.instances.get(instance_id)
+        if instance is None or instance.subscribers or self._pending_candidates[instance_id] > 0:
+            return
+        del self.instances[instance_id]
+        self.backend.submit(Release(self.hub_id, instance_id))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.backend.disconnect_hub(self)
+
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per server process; tests run one per loop)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None or hub.closed or hub.backend is not get_backend():
+        for other_loop, other in list(_hubs.items()):
+            if other_loop.is_closed() or other is hub:
+                other.close()
+                del _hubs[other_loop]
+        hub = _hubs[loop] = Hub(loop)
+    return hub
+
+
+def stats() -> dict[str, Any]:
+    return {
+        "hubs": len(_hubs),
+        "instances": sum(len(hub.instances) for hub in _hubs.values()),
+    }

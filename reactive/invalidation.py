@@ -1,0 +1,227 @@
+"""The invalidator: the one ordering point between commits and pushed results.
+
+It takes the change records in log order, matches their rows against the read-set index, re-runs
+every affected query instance once, all in one database snapshot, drops results that did not
+change, and hands one ``Batch`` per pass to the hubs. New subscriptions are run here too, in the
+same pass, and their read sets registered before the next records are read: a write committed
+after a subscription's first run has a later version, so it is matched against the registered
+read set (invariant 1 of ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import close_old_connections, connection, transaction
+
+from . import encoding
+from .backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release, Subscribed
+from .context import Context
+from .errors import ProtocolError
+from .execution import QueryRun, run_query, server_error
+from .instances import SHARED, candidate_ids, identity_of, instance_base, instance_id
+from .registry import Function, get_function
+from .settings import reactive_settings
+
+logger = logging.getLogger("reactive.invalidation")
+
+_CLEANUP_EVERY_SECONDS = 600
+
+
+@dataclass(slots=True)
+class Instance:
+    id: str
+    function: Function
+    args: dict[str, Any]
+    user_id: object | None  # the identity it runs as; None for shared and anonymous instances
+    identity_bound: bool
+    payload: bytes
+    is_error: bool
+    hubs: set[str]
+
+
+class Hooks:
+    """Test hooks: deterministic places to interleave a write with the invalidator's work."""
+
+    before_register: Callable[[], None] | None = None
+
+
+hooks = Hooks()
+
+
+class Invalidator:
+    def __init__(self, backend: Backend, start_version: int) -> None:
+        self.backend = backend
+        self.version = start_version
+        self.instances: dict[str, Instance] = {}
+        # Runs per function name: tests and benchmarks read it to prove one run per instance.
+        self.runs: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_cleanup = 0.0
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    def start_thread(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name="reactive-invalidator", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step(timeout=0.5)
+                self._cleanup_if_due()
+            except Exception:
+                logger.exception("Invalidator pass failed; retrying")
+                connection.close()
+                time.sleep(0.05)
+        close_old_connections()
+
+    # One pass ----------------------------------------------------------------------------
+
+    def step(self, timeout: float) -> bool:
+        records, requests = self.backend.next_work(self.version, timeout)
+        if not records and not requests:
+            return False
+        batch = Batch(records[-1].version if records else self.version)
+        affected: set[str] = set()
+        if records and records[0].version != self.version + 1:
+            # Records were trimmed before we read them: anything may have changed.
+            affected = set(self.instances)
+        for record in records:
+            affected |= self.backend.index.match(record)
+        ensures = []
+        for request in requests:
+            if isinstance(request, Ensure):
+                ensures.append(request)
+            elif isinstance(request, Release):
+                self._release(request.hub_id, request.instance_id)
+            elif isinstance(request, DropHub):
+                for instance in list(self.instances.values()):
+                    self._release(request.hub_id, instance.id)
+        runs: dict[str, QueryRun] = {}
+        with self._snapshot():
+            for instance_id_ in sorted(affected & self.instances.keys()):
+                self._rerun(self.instances[instance_id_], batch, runs)
+            for ensure in ensures:
+                self._ensure(ensure, batch, runs)
+        if hooks.before_register is not None:
+            hooks.before_register()
+        for instance_id_, run in runs.items():
+            if instance_id_ in self.instances:
+                self.backend.index.set(instance_id_, run.read_set)
+        self.version = batch.version
+        self.backend.deliver(batch)
+        return True
+
+    @contextmanager
+    def _snapshot(self):
+        """One read-only snapshot for every run of a pass."""
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield
+
+    def _run(self, function: Function, args: dict[str, Any], user_id: object | None) -> QueryRun:
+        self.runs[function.name] += 1
+        return run_query(function, args, Context(_user_loader(user_id), kind="query"))
+
+    def _rerun(self, instance: Instance, batch: Batch, runs: dict[str, QueryRun]) -> None:
+        run = self._run(instance.function, instance.args, instance.user_id)
+        if run.read_identity and not instance.identity_bound:
+            # A shared instance now reads the caller: each subscriber re-subscribes as itself.
+            self._drop(instance.id)
+            batch.resubscribe.append(instance.id)
+            return
+        runs[instance.id] = run
+        if run.payload != instance.payload or run.is_error != instance.is_error:
+            instance.payload, instance.is_error = run.payload, run.is_error
+            batch.updates.append(InstanceUpdate(instance.id, run.payload, run.is_error))
+
+    def _ensure(self, request: Ensure, batch: Batch, runs: dict[str, QueryRun]) -> None:
+        try:
+            function = get_function(request.name, "query")
+            args = function.validate_args(request.args)
+        except ProtocolError as exc:
+            batch.replies.append(
+                Subscribed(request.request_id, request.hub_id, "", encoding.dumps(exc.as_dict()), True, False)
+            )
+            return
+        base = instance_base(function.name, args)
+        for candidate in candidate_ids(base, request.user_id):
+            instance = self.instances.get(candidate)
+            if instance is not None:
+                self._attach(instance, request, batch)
+                return
+        run = self._run(function, args, request.user_id)
+        bound = run.read_identity
+        instance = Instance(
+            id=instance_id(base, identity_of(request.user_id) if bound else SHARED),
+            function=function,
+            args=args,
+            user_id=request.user_id if bound else None,
+            identity_bound=bound,
+            payload=run.payload,
+            is_error=run.is_error,
+            hubs=set(),
+        )
+        self.instances[instance.id] = instance
+        runs[instance.id] = run
+        self._attach(instance, request, batch)
+
+    def _attach(self, instance: Instance, request: Ensure, batch: Batch) -> None:
+        instance.hubs.add(request.hub_id)
+        batch.replies.append(
+            Subscribed(
+                request.request_id,
+                request.hub_id,
+                instance.id,
+                instance.payload,
+                instance.is_error,
+                instance.identity_bound,
+            )
+        )
+
+    def _release(self, hub_id: str, instance_id_: str) -> None:
+        instance = self.instances.get(instance_id_)
+        if instance is None:
+            return
+        instance.hubs.discard(hub_id)
+        if not instance.hubs:
+            self._drop(instance_id_)
+
+    def _drop(self, instance_id_: str) -> None:
+        self.instances.pop(instance_id_, None)
+        self.backend.index.remove(instance_id_)
+
+    def _cleanup_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cleanup < _CLEANUP_EVERY_SECONDS:
+            return
+        self._last_cleanup = now
+        from .models import MutationRecord
+
+        try:
+            MutationRecord.delete_expired(reactive_settings.MUTATION_RESULT_TTL_HOURS)
+        except Exception as exc:
+            server_error("reactive.cleanup", exc)
+
+
+def _user_loader(user_id: object | None) -> Callable[[], Any]:
+    if user_id is None:
+        return lambda: None
+    return lambda: get_user_model()._default_manager.filter(pk=user_id).first()

@@ -1,0 +1,312 @@
+"""Every touch of Django's internals, in one place, applied once (after django-cachalot).
+
+- ``SQLCompiler.execute_sql``: after a SELECT, add its read set to the running query's tracker.
+- ``SQLInsertCompiler`` / ``SQLUpdateCompiler`` / ``SQLDeleteCompiler.execute_sql``: every ORM
+  write ends here (``save``, ``update``, ``bulk_*``, cascades, ``SET_NULL``, many-to-many
+  managers), signals or not. Updates and deletes first read the old values of the affected
+  rows, limited to the columns live queries constrain, so a row leaving a result is seen.
+- ``CursorWrapper.execute`` / ``executemany`` / ``callproc``: SQL that bypassed the compilers
+  (``cursor.execute``, ``.raw()``) is a read, or a write of every table it names.
+- ``BaseDatabaseWrapper.savepoint_rollback`` / ``commit`` / ``rollback``: drop the writes of a
+  rolled-back savepoint, and publish manual-mode transactions when they commit.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import wraps
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+from django.db.models.sql import compiler as sql_compiler
+from django.db.models.sql.query import Query
+
+from . import capture, tracking
+from .changes import RowChange
+from .readsets import ANY_TABLE, canonical_value, read_set_of_raw_sql
+from .settings import reactive_settings
+
+_local = threading.local()
+_installed = False
+
+_WRITE_COMPILERS = (
+    sql_compiler.SQLInsertCompiler,
+    sql_compiler.SQLUpdateCompiler,
+    sql_compiler.SQLDeleteCompiler,
+)
+# Chunk size for "WHERE pk IN (...)" re-reads: under SQLite's 999-parameter floor.
+_PK_CHUNK = 500
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    sql_compiler.SQLCompiler.execute_sql = _wrap_read(sql_compiler.SQLCompiler.execute_sql)
+    sql_compiler.SQLInsertCompiler.execute_sql = _wrap_insert(sql_compiler.SQLInsertCompiler.execute_sql)
+    sql_compiler.SQLUpdateCompiler.execute_sql = _wrap_update(sql_compiler.SQLUpdateCompiler.execute_sql)
+    sql_compiler.SQLDeleteCompiler.execute_sql = _wrap_delete(sql_compiler.SQLDeleteCompiler.execute_sql)
+    CursorWrapper.execute = _wrap_cursor(CursorWrapper.execute)
+    CursorWrapper.executemany = _wrap_cursor(CursorWrapper.executemany)
+    CursorWrapper.callproc = _wrap_callproc(CursorWrapper.callproc)
+    BaseDatabaseWrapper.savepoint_rollback = _wrap_savepoint_rollback(BaseDatabaseWrapper.savepoint_rollback)
+    BaseDatabaseWrapper.commit = _wrap_commit(BaseDatabaseWrapper.commit)
+    BaseDatabaseWrapper.rollback = _wrap_rollback(BaseDatabaseWrapper.rollback)
+
+
+class _InCompiler:
+    """Marks SQL issued by a compiler, so the cursor patch leaves it alone."""
+
+    def __enter__(self) -> None:
+        _local.depth = getattr(_local, "depth", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        _local.depth -= 1
+
+
+_in_compiler = _InCompiler()
+
+
+# Reads ---------------------------------------------------------------------------------------
+
+
+def _wrap_read(original):
+    @wraps(original)
+    def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self, _WRITE_COMPILERS):
+            # SQLUpdateCompiler's super() call; its own wrapper does the work.
+            return original(self, *args, **kwargs)
+        with _in_compiler:
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                tracking.record_compiled_read(self)
+
+    return execute_sql
+
+
+# Writes --------------------------------------------------------------------------------------
+
+
+def _wrap_insert(original):
+    @wraps(original)
+    def execute_sql(self, returning_fields=None):
+        tracking.forbid_write()
+        with _in_compiler:
+            returned = original(self, returning_fields)
+        table = self.query.get_meta().db_table
+        if self.query.on_conflict is not None:
+            # An upsert changes rows we did not read: every reader of the table is affected.
+            capture.record(self.connection, [], {table})
+        else:
+            capture.record(self.connection, _inserted_rows(self, returning_fields, returned))
+        return returned
+
+    return execute_sql
+
+
+def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
+    meta = compiler.query.get_meta()
+    table = meta.db_table
+    fields = [f for f in compiler.query.fields if f.concrete]
+    returned_rows = returned if isinstance(returned, list) else []
+    returning = list(returning_fields or ())
+    rows = []
+    for index, obj in enumerate(compiler.query.objs):
+        image = {}
+        for field in fields:
+            value = getattr(obj, field.attname, None)
+            if not hasattr(value, "resolve_expression"):  # database defaults stay unknown
+                image[field.column] = canonical_value(field, value)
+        if index < len(returned_rows):
+            for field, value in zip(returning, returned_rows[index], strict=False):
+                image[field.column] = canonical_value(field, value)
+        elif meta.pk.column not in image and getattr(obj, meta.pk.attname, None) is not None:
+            image[meta.pk.column] = canonical_value(meta.pk, getattr(obj, meta.pk.attname))
+        rows.append(RowChange(table, None, image))
+    return rows
+
+
+def _wrap_update(original):
+    @wraps(original)
+    def execute_sql(self, result_type):
+        tracking.forbid_write()
+        if not self.query.values:
+            # Nothing to set on this table (its related updates run through this wrapper too).
+            with _in_compiler:
+                return original(self, result_type)
+        table = self.query.get_meta().db_table
+        fields = _image_fields(self.query.get_meta())
+        old = _read_images(self, fields) if fields is not None else None
+        with _in_compiler:
+            result = original(self, result_type)
+        if old is None:
+            capture.record(self.connection, [], {table})
+        else:
+            capture.record(self.connection, _updated_rows(self, table, fields, old))
+        return result
+
+    return execute_sql
+
+
+def _updated_rows(compiler, table: str, fields, old: list[dict]) -> list[RowChange]:
+    assignments = {}
+    for field, _model, value in compiler.query.values:
+        if hasattr(value, "resolve_expression"):
+            # An expression (F() + 1, Case/When of bulk_update): read the new values back.
+            pk = compiler.query.get_meta().pk
+            new = _read_images_by_pk(compiler, fields, [image[pk.column] for image in old])
+            new_by_pk = {image[pk.column]: image for image in new}
+            return [RowChange(table, image, new_by_pk.get(image[pk.column])) for image in old]
+        if hasattr(value, "prepare_database_save"):
+            value = value.prepare_database_save(field)
+        assignments[field.column] = canonical_value(field, value)
+    return [RowChange(table, image, {**image, **assignments}) for image in old]
+
+
+def _wrap_delete(original):
+    @wraps(original)
+    def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
+        tracking.forbid_write()
+        table = self.query.get_meta().db_table
+        fields = _image_fields(self.query.get_meta())
+        old = _read_images(self, fields) if fields is not None else None
+        with _in_compiler:
+            result = original(self, *args, **kwargs)
+        if old is None:
+            capture.record(self.connection, [], {table})
+        else:
+            capture.record(self.connection, [RowChange(table, image, None) for image in old])
+        return result
+
+    return execute_sql
+
+
+def _image_fields(meta) -> list | None:
+    """The fields whose old values an update or delete must read: the primary key and every
+    column that a live query constrains. ``None``: the table is ignored or nobody watches it."""
+    from .backends import get_backend
+
+    if meta.db_table in reactive_settings.IGNORED_TABLES:
+        return None
+    watched = get_backend().index.watched_columns(meta.db_table)
+    if watched is None:
+        return None
+    return [f for f in meta.local_concrete_fields if f.primary_key or f.column in watched]
+
+
+def _read_images(compiler, fields) -> list[dict]:
+    """The current values of ``fields`` for the rows the write's WHERE selects."""
+    query = compiler.query.chain(klass=Query)
+    return _select(query, compiler.using, fields)
+
+
+def _read_images_by_pk(compiler, fields, pks: list) -> list[dict]:
+    images = []
+    model = compiler.query.model
+    for start in range(0, len(pks), _PK_CHUNK):
+        query = Query(model)
+        query.add_filter("pk__in", pks[start : start + _PK_CHUNK])
+        images.extend(_select(query, compiler.using, fields))
+    return images
+
+
+def _select(query: Query, using: str, fields) -> list[dict]:
+    query.clear_ordering(force=True)
+    query.select_for_update = False
+    query.select_related = False
+    query.clear_select_clause()
+    query.add_fields([f.attname for f in fields], allow_m2m=False)
+    with tracking.untracked():
+        rows = query.get_compiler(using).results_iter(tuple_expected=True)
+        return [
+            {f.column: canonical_value(f, value) for f, value in zip(fields, row, strict=True)}
+            for row in rows
+        ]
+
+
+# Raw SQL -------------------------------------------------------------------------------------
+
+_READ = re.compile(r"^\s*(\(\s*)*(select|with|values|explain)\b", re.IGNORECASE)
+_WRITE = re.compile(
+    r"^\s*(insert|update|delete|replace|merge|upsert|create|alter|drop|truncate|rename)\b", re.IGNORECASE
+)
+_WRITE_ANYWHERE = re.compile(
+    r"\b(insert\s+into|update\s+\S+\s+set|delete\s+from|merge\s+into)\b", re.IGNORECASE
+)
+
+
+def _raw_sql_kind(sql: Any) -> str | None:
+    """ "read", "write" or None (transaction control, PRAGMA, SET, or SQL a compiler issued)."""
+    if getattr(_local, "depth", 0):
+        return None
+    if not isinstance(sql, str):
+        sql = str(sql)
+    if _WRITE.match(sql):
+        return "write"
+    if _READ.match(sql):
+        is_cte = sql.lstrip()[:4].lower() == "with"
+        return "write" if is_cte and _WRITE_ANYWHERE.search(sql) else "read"
+    return None
+
+
+def _wrap_cursor(original):
+    @wraps(original)
+    def execute(self, sql, *args: Any, **kwargs: Any) -> Any:
+        kind = _raw_sql_kind(sql)
+        if kind == "write":
+            tracking.forbid_write()
+        result = original(self, sql, *args, **kwargs)
+        if kind == "write":
+            tables = set(read_set_of_raw_sql(str(sql), tracking.known_tables()).tables)
+            capture.record(self.db, [], tables or {ANY_TABLE})
+        elif kind == "read":
+            tracking.record_raw_sql_read(str(sql))
+        return result
+
+    return execute
+
+
+def _wrap_callproc(original):
+    @wraps(original)
+    def callproc(self, *args: Any, **kwargs: Any) -> Any:
+        # A stored procedure may read or write anything.
+        tracking.forbid_write()
+        result = original(self, *args, **kwargs)
+        capture.record(self.db, [], {ANY_TABLE})
+        return result
+
+    return callproc
+
+
+# Transactions --------------------------------------------------------------------------------
+
+
+def _wrap_savepoint_rollback(original):
+    @wraps(original)
+    def savepoint_rollback(self, sid):
+        original(self, sid)
+        capture.savepoint_rolled_back(self, sid)
+
+    return savepoint_rollback
+
+
+def _wrap_commit(original):
+    @wraps(original)
+    def commit(self):
+        original(self)
+        capture.manual_commit_done(self)
+
+    return commit
+
+
+def _wrap_rollback(original):
+    @wraps(original)
+    def rollback(self):
+        original(self)
+        capture.manual_rollback_done(self)
+
+    return rollback

@@ -1,0 +1,81 @@
+"""The app's settings: one ``REACTIVE`` dict, every default in ``DEFAULTS``.
+
+After Django REST framework's ``api_settings``: ``reactive_settings.MAX_SUBSCRIPTIONS`` reads
+the project's value or the default, and the object reloads when a test changes ``REACTIVE``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+DEFAULTS: dict[str, Any] = {
+    # "embedded" (in-process log and index; one server process) or "redis".
+    "BACKEND": "embedded",
+    "REDIS_URL": None,
+    # WebSocket path and the per-connection limits announced in `connected`.
+    "WEBSOCKET_PATH": "reactive/ws/",
+    "MAX_MESSAGE_BYTES": 1024 * 1024,
+    "MAX_SUBSCRIPTIONS": 1000,
+    "MAX_INFLIGHT_REQUESTS": 100,
+    # Token bucket per connection: sustained frames per second and burst size.
+    "RATE_LIMIT_PER_SECOND": 200,
+    "RATE_LIMIT_BURST": 1000,
+    # How long stored mutation results are kept for replay after a reconnect.
+    "MUTATION_RESULT_TTL_HOURS": 24,
+    # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens.
+    "TOKEN_AUTHENTICATOR": "reactive.auth.authenticate_signed_token",
+    "TOKEN_MAX_AGE_SECONDS": 7 * 24 * 3600,
+    # Tables whose writes never invalidate anything (the app's own bookkeeping and sessions).
+    "IGNORED_TABLES": ["reactive_mutationrecord", "django_session", "django_migrations"],
+    # How many recent change records the embedded log keeps for catching up.
+    "CHANGE_LOG_LENGTH": 10000,
+    # Module name discovered in every installed app.
+    "FUNCTIONS_MODULE": "functions",
+    # Include exception text in `server_error` messages (defaults to settings.DEBUG).
+    "EXPOSE_ERRORS": None,
+}
+
+IMPORT_STRINGS = {"TOKEN_AUTHENTICATOR"}
+
+
+class ReactiveSettings:
+    def __init__(self) -> None:
+        self._cached: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid REACTIVE setting: {name!r}")
+        if name in self._cached:
+            return self._cached[name]
+        user = getattr(settings, "REACTIVE", {}) or {}
+        value = user.get(name, DEFAULTS[name])
+        if name == "REDIS_URL" and value is None:
+            import os
+
+            value = os.environ.get("REDIS_URL")
+        if name == "BACKEND" and "BACKEND" not in user and self.REDIS_URL:
+            value = "redis"
+        if name == "EXPOSE_ERRORS" and value is None:
+            value = settings.DEBUG
+        if name in IMPORT_STRINGS and isinstance(value, str):
+            value = import_string(value)
+        self._cached[name] = value
+        return value
+
+    def reload(self) -> None:
+        self._cached.clear()
+
+
+reactive_settings = ReactiveSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("REACTIVE", "DEBUG"):
+        reactive_settings.reload()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,85 @@
+"""Read tracking: while a query function runs, every SELECT it issues adds to its read set.
+
+The compiler patches (``patches.py``) call :func:`record_compiled_read` after each SELECT runs,
+and :func:`record_raw_sql` for SQL that went straight to a cursor. Tracking is per thread: a
+query runs synchronously in one thread from start to end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+from django.apps import apps
+
+from .errors import WriteInQuery
+from .readsets import ReadSet, read_set_of, read_set_of_raw_sql
+
+_local = threading.local()
+
+
+class ReadTracker:
+    """The reads of one query run; the run is read-only while the tracker is active."""
+
+    __slots__ = ("read_set",)
+
+    def __init__(self) -> None:
+        self.read_set = ReadSet()
+
+
+def current() -> ReadTracker | None:
+    return getattr(_local, "tracker", None)
+
+
+@contextmanager
+def track_reads() -> Iterator[ReadTracker]:
+    """Record every read in this thread until the block ends; writes raise ``WriteInQuery``."""
+    previous = current()
+    tracker = ReadTracker()
+    _local.tracker = tracker
+    try:
+        yield tracker
+    finally:
+        _local.tracker = previous
+        if previous is not None:
+            previous.read_set.merge(tracker.read_set)
+
+
+@contextmanager
+def untracked() -> Iterator[None]:
+    """Suspend tracking (for the app's own bookkeeping queries)."""
+    previous = current()
+    _local.tracker = None
+    try:
+        yield
+    finally:
+        _local.tracker = previous
+
+
+def record_compiled_read(compiler) -> None:
+    tracker = current()
+    if tracker is not None:
+        tracker.read_set.merge(read_set_of(compiler.query, compiler.connection))
+
+
+def record_raw_sql_read(sql: str) -> None:
+    tracker = current()
+    if tracker is not None:
+        tracker.read_set.merge(read_set_of_raw_sql(sql, known_tables()))
+
+
+def forbid_write() -> None:
+    """Called before any write: inside a query run it is an error."""
+    if current() is not None:
+        raise WriteInQuery()
+
+
+@cache
+def known_tables() -> frozenset[str]:
+    """Every table of every installed model, including automatic many-to-many tables."""
+    tables = set()
+    for model in apps.get_models(include_auto_created=True):
+        tables.add(model._meta.db_table)
+    return frozenset(tables)
