@@ -11,15 +11,26 @@ get the new result after every commit that changes it::
         return list(Message.objects.filter(channel_id=channel).values())
 """
 
-from .errors import ReactiveError
-from .registry import action, mutation, query
-
-
-def paginate(queryset, pagination):
-    """One page of ``queryset`` per PROTOCOL.md's pagination (see ``reactive.pagination``)."""
-    from .pagination import paginate as _paginate
-
-    return _paginate(queryset, pagination)
-
+from typing import Any
 
 __all__ = ["ReactiveError", "action", "mutation", "paginate", "query"]
+
+# Imported on first use, so that ``reactive.client`` loads without Django.
+_EXPORTS = {
+    "ReactiveError": ("reactive.errors", "ReactiveError"),
+    "action": ("reactive.registry", "action"),
+    "mutation": ("reactive.registry", "mutation"),
+    "query": ("reactive.registry", "query"),
+    "paginate": ("reactive.pagination", "paginate"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'reactive' has no attribute {name!r}")
+    from importlib import import_module
+
+    module, attribute = _EXPORTS[name]
+    value = getattr(import_module(module), attribute)
+    globals()[name] = value
+    return value

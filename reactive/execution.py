@@ -8,10 +8,12 @@ the log only (unless ``EXPOSE_ERRORS``).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from . import capture, encoding, tracking
 from .context import Context
@@ -93,30 +95,74 @@ def call_mutation(
     """Run a mutation in one transaction; returns its payload and the commit's version.
 
     With a ``session_id`` the result is stored in the same transaction, so a mutation re-sent
-    after a reconnect returns the stored result instead of running again.
+    after a reconnect returns the stored result instead of running again, even while the first
+    attempt is still running on the old connection.
     """
+    function = get_function(name, "mutation")
+    if session_id is None or request_id is None:
+        return _run_mutation(function, args, user, None, None)
+    key = (session_id, request_id)
+    with _running_lock:
+        running = _running.get(key)
+        if running is None:
+            _running[key] = mine = threading.Event()
+    if running is not None:
+        running.wait(timeout=_REPLAY_WAIT_SECONDS)
+        stored = _stored_outcome(session_id, request_id)
+        # No stored result: the first attempt failed and committed nothing; run it now.
+        return stored or call_mutation(name, args, user, session_id=session_id, request_id=request_id)
+    try:
+        stored = _stored_outcome(session_id, request_id)
+        return stored or _run_mutation(function, args, user, session_id, request_id)
+    finally:
+        with _running_lock:
+            del _running[key]
+        mine.set()
+
+
+# (session_id, request_id) of mutations running in this process, for replays that race them.
+_running: dict[tuple[str, int], threading.Event] = {}
+_running_lock = threading.Lock()
+_REPLAY_WAIT_SECONDS = 120
+# SQLite refuses a write in a transaction that began reading before another commit
+# ("database is locked"): the attempt rolled back, so it is run again.
+_SQLITE_ATTEMPTS = 8
+
+
+def _stored_outcome(session_id: str, request_id: int) -> MutationOutcome | None:
     from .backends import get_backend
     from .models import MutationRecord
 
-    function = get_function(name, "mutation")
-    if session_id is not None and request_id is not None:
-        stored = MutationRecord.lookup(session_id, request_id)
-        if stored is not None:
-            return MutationOutcome(stored, get_backend().log.head(), replayed=True)
+    stored = MutationRecord.lookup(session_id, request_id)
+    return MutationOutcome(stored, get_backend().log.head(), replayed=True) if stored is not None else None
+
+
+def _run_mutation(
+    function: Function, args: dict[str, Any], user: Any, session_id: str | None, request_id: int | None
+) -> MutationOutcome:
+    from .backends import get_backend
+    from .models import MutationRecord
+
     validated = function.validate_args(args)
     ctx = Context.for_user(user, kind="mutation", session_id=session_id)
-    try:
-        with capture.commit_versions() as commits, transaction.atomic():
-            function.check_permission(ctx)
-            payload = encoding.dumps(function.func(ctx, **validated))
-            if session_id is not None and request_id is not None:
-                MutationRecord.store(session_id, request_id, payload)
-    except IntegrityError:
-        # The same (session, request) stored concurrently by another connection: replay it.
-        stored = MutationRecord.lookup(session_id, request_id) if session_id else None
-        if stored is None:
-            raise
-        return MutationOutcome(stored, get_backend().log.head(), replayed=True)
+    for attempt in range(_SQLITE_ATTEMPTS):
+        try:
+            with capture.commit_versions() as commits, transaction.atomic():
+                function.check_permission(ctx)
+                payload = encoding.dumps(function.func(ctx, **validated))
+                if session_id is not None and request_id is not None:
+                    MutationRecord.store(session_id, request_id, payload)
+            break
+        except IntegrityError:
+            # Stored meanwhile by another process serving the same session: replay it.
+            stored = _stored_outcome(session_id, request_id) if session_id is not None else None
+            if stored is None:
+                raise
+            return stored
+        except OperationalError as exc:
+            if connection.vendor != "sqlite" or "locked" not in str(exc) or attempt == _SQLITE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.002 * 2**attempt)
     version = commits.last if commits.last is not None else get_backend().log.head()
     return MutationOutcome(payload, version)
 

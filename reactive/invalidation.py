@@ -51,7 +51,8 @@ class Instance:
 class Hooks:
     """Test hooks: deterministic places to interleave a write with the invalidator's work."""
 
-    before_register: Callable[[], None] | None = None
+    # Called with the pass's Batch after its queries ran, before their read sets are registered.
+    before_register: Callable[[Batch], None] | None = None
 
 
 hooks = Hooks()
@@ -64,6 +65,7 @@ class Invalidator:
         self.instances: dict[str, Instance] = {}
         # Runs per function name: tests and benchmarks read it to prove one run per instance.
         self.runs: Counter[str] = Counter()
+        self.instance_runs: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_cleanup = 0.0
@@ -119,7 +121,7 @@ class Invalidator:
             for ensure in ensures:
                 self._ensure(ensure, batch, runs)
         if hooks.before_register is not None:
-            hooks.before_register()
+            hooks.before_register(batch)
         for instance_id_, run in runs.items():
             if instance_id_ in self.instances:
                 self.backend.index.set(instance_id_, run.read_set)
@@ -141,6 +143,7 @@ class Invalidator:
         return run_query(function, args, Context(_user_loader(user_id), kind="query"))
 
     def _rerun(self, instance: Instance, batch: Batch, runs: dict[str, QueryRun]) -> None:
+        self.instance_runs[instance.id] += 1
         run = self._run(instance.function, instance.args, instance.user_id)
         if run.read_identity and not instance.identity_bound:
             # A shared instance now reads the caller: each subscriber re-subscribes as itself.
@@ -180,6 +183,7 @@ class Invalidator:
             hubs=set(),
         )
         self.instances[instance.id] = instance
+        self.instance_runs[instance.id] += 1
         runs[instance.id] = run
         self._attach(instance, request, batch)
 

@@ -16,3 +16,11 @@ DATABASES = {
     }
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Small limits so tests reach them quickly; the documented defaults are tested in-process.
+REACTIVE = {
+    "MAX_SUBSCRIPTIONS": 100,
+    "MAX_INFLIGHT_REQUESTS": 20,
+    "RATE_LIMIT_PER_SECOND": 2000,
+    "RATE_LIMIT_BURST": 3000,
+}

@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` (the demo) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test install lint format test-python test-js bench clean
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+clients/js/node_modules/.installed: clients/js/package-lock.json
+	npm ci --prefix clients/js --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The demo on http://127.0.0.1:$(PORT): SQLite and the embedded backend, nothing else to install.
+run: install
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test-python: install
+	$(BIN)/pytest
+
+test-js: clients/js/node_modules/.installed
+	cd clients/js && npm test
+
+test: lint test-python test-js
+
+bench: install
+	$(BIN)/python bench/latency.py
+
+clean:
+	rm -rf $(VENV) clients/js/node_modules db.sqlite3 db.sqlite3-* .test-db.sqlite3*

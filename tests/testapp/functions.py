@@ -1,0 +1,116 @@
+"""Functions only the test suite registers: drive writes and read the engine's counters
+inside the server's process, and queries that exercise error and identity paths."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rest_framework import serializers
+
+from reactive import ReactiveError, action, mutation, query
+from reactive.execution import call_query
+from tests import writes
+
+
+@action(args={"path": serializers.CharField(), "kwargs": serializers.DictField(required=False, default=dict)})
+def write(ctx: Any, path: str, kwargs: dict[str, Any]) -> Any:
+    """Run one of ``tests.writes`` in the server's process."""
+    return writes.run(path, **kwargs)
+
+
+@action(args={"name": serializers.CharField(), "args": serializers.DictField(required=False, default=dict)})
+def fresh(ctx: Any, name: str, args: dict[str, Any]) -> Any:
+    """A fresh run of a query, as the oracle's reference value."""
+    return call_query(name, args, ctx.user_or_none)
+
+
+@action
+def stats(ctx: Any) -> dict[str, Any]:
+    """Runs per function and per instance since the server started."""
+    from reactive.backends import get_backend
+
+    invalidator = get_backend().invalidator
+    if invalidator is None:
+        return {"runs": {}, "instance_runs": {}, "instances": 0}
+    return {
+        "runs": dict(invalidator.runs),
+        "instance_runs": dict(invalidator.instance_runs),
+        "instances": len(invalidator.instances),
+    }
+
+
+@query(args={"kind": serializers.ChoiceField(["user_error", "crash", "write"])})
+def fails(ctx: Any, kind: str) -> Any:
+    from project.tasks.models import Task
+
+    if kind == "user_error":
+        raise ReactiveError("Failed on purpose.", {"kind": kind})
+    if kind == "write":
+        Task.objects.create(text="written by a query")
+    raise RuntimeError("a bug in a query")
+
+
+@query(args={"text": serializers.CharField()})
+def task_or_error(ctx: Any, text: str) -> Any:
+    """An error while no task has this text, the task's id once one has."""
+    from project.tasks.models import Task
+
+    task = Task.objects.filter(text=text).first()
+    if task is None:
+        raise ReactiveError("No such task yet.", {"text": text})
+    return task.id
+
+
+@query
+def whoami(ctx: Any) -> str | None:
+    """Reads the caller's identity: one instance per user."""
+    return ctx.user.username if ctx.is_authenticated else None
+
+
+@query(permission=lambda ctx: ctx.is_authenticated)
+def members_only(ctx: Any) -> str:
+    return "secret"
+
+
+@query(permission=lambda ctx: ctx.is_authenticated and ctx.user.is_staff)
+def staff_only(ctx: Any) -> str:
+    return "staff secret"
+
+
+@action(args={"username": serializers.CharField()})
+def token_for(ctx: Any, username: str) -> str:
+    """A sign-in token for a new user (tests of ``authenticate``)."""
+    from django.contrib.auth import get_user_model
+
+    from reactive.auth import make_token
+
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    return make_token(user)
+
+
+@query(args={"number": serializers.IntegerField(min_value=0, max_value=10)})
+def echo(ctx: Any, number: int) -> int:
+    return number
+
+
+@mutation(args={"text": serializers.CharField()})
+def add_task_then_fail(ctx: Any, text: str) -> None:
+    from project.tasks.models import Task
+
+    Task.objects.create(text=text)
+    raise ReactiveError("Rolled back on purpose.")
+
+
+@mutation(args={"text": serializers.CharField()})
+def add_task_counted(ctx: Any, text: str) -> int:
+    """A mutation whose runs are counted by the rows it leaves (for at-most-once tests)."""
+    from project.tasks.models import Task
+
+    return Task.objects.create(text=text).pk
+
+
+@action(args={"seconds": serializers.FloatField(min_value=0, max_value=5)})
+def slow_action(ctx: Any, seconds: float) -> str:
+    time.sleep(seconds)
+    return "done"
