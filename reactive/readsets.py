@@ -473,11 +473,31 @@ def _add_query(read_set: ReadSet, query, connection, seen: set[int]) -> None:
     if isinstance(query, AggregateQuery):
         # SELECT <aggregates> FROM (<inner query>): the outer FROM has no table of its own.
         _add_query(read_set, query.inner_query, connection, seen)
-    else:
+    elif not _unsatisfiable(query.where):
         _add_own_tables(read_set, query, connection)
 
     for nested in _nested_parts(query):
         _add_nested(read_set, nested, connection, seen)
+
+
+def _unsatisfiable(node) -> bool:
+    """Whether Django itself knows the WHERE matches no row (``.none()``, ``pk__in=[]`` in an AND).
+
+    Such a query returns the same (empty) result whatever the data, so it reads none of its own
+    tables; ``filter(pk__in=ids)`` with an empty ``ids`` is common enough that widening it to
+    every row would re-run those queries on every write to the table.
+    """
+    if isinstance(node, NothingNode):
+        return True
+    if type(node) in (In, RelatedIn) and isinstance(node.rhs, (list, tuple, set, frozenset)):
+        return not [value for value in node.rhs if value is not None]  # SQL's IN never matches NULL
+    if not isinstance(node, WhereNode) or node.negated or not node.children:
+        return False
+    if node.connector == AND:
+        return any(_unsatisfiable(child) for child in node.children)
+    if node.connector == OR:
+        return all(_unsatisfiable(child) for child in node.children)
+    return False
 
 
 def _add_own_tables(read_set: ReadSet, query, connection) -> None:

@@ -73,6 +73,26 @@ def members_only(ctx: Any) -> str:
     return "secret"
 
 
+PERSONAL_FLAG = "make greetings personal"
+
+
+@query
+def greeting(ctx: Any) -> str:
+    """Reads the caller's identity only while a certain task exists (data-dependent)."""
+    from project.tasks.models import Task
+
+    if Task.objects.filter(text=PERSONAL_FLAG).exists():
+        return f"hello {ctx.user.username}" if ctx.is_authenticated else "hello stranger"
+    return "hello everyone"
+
+
+@action(args={"username": serializers.CharField(), "password": serializers.CharField()})
+def make_admin(ctx: Any, username: str, password: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_superuser(username=username, password=password)
+
+
 @query(permission=lambda ctx: ctx.is_authenticated and ctx.user.is_staff)
 def staff_only(ctx: Any) -> str:
     return "staff secret"

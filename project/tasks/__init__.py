@@ -1,0 +1,1 @@
+"""The demo task list: the smallest reactive app (a list, create, toggle, remove)."""
