@@ -1,0 +1,1 @@
+"""Benchmarks of django-reactive-queries (see ``bench/README.md``)."""
