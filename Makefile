@@ -36,7 +36,7 @@ format: install
 test-python: install
 	$(BIN)/pytest
 
-test-js: clients/js/node_modules/.installed
+test-js: install clients/js/node_modules/.installed
 	cd clients/js && npm test
 
 test: lint test-python test-js

@@ -53,14 +53,29 @@ TEMPLATES = [
 
 ASGI_APPLICATION = "project.asgi.application"
 
-DATABASES = {
-    "default": {
+
+def sqlite_database(path: str) -> dict:
+    """The SQLite settings the reactive app wants (also used by the test and bench settings)."""
+    return {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
-        # WAL lets the invalidator read a snapshot while a mutation writes.
-        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20},
+        "NAME": path,
+        "OPTIONS": {
+            # WAL: the invalidator reads a snapshot while a mutation writes. IMMEDIATE: a write
+            # transaction takes the lock when it begins instead of failing at its first write
+            # when another one committed meanwhile ("database is locked").
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+        "CONN_MAX_AGE": 600,
     }
-}
+
+
+DATABASES = {"default": sqlite_database(os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")))}
+
+# Daphne drops a WebSocket whose message exceeds its own limit (1 MiB by default) before the app
+# sees it; above REACTIVE's MAX_MESSAGE_BYTES, an oversized frame gets a `too_large` error instead.
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = 4 * 1024 * 1024
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -43,13 +43,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         )
     database = settings.DATABASES.get("default", {})
     if database.get("ENGINE", "").endswith("sqlite3"):
-        init = str(database.get("OPTIONS", {}).get("init_command", "")).lower()
-        if "journal_mode=wal" not in init.replace(" ", ""):
+        options = database.get("OPTIONS", {})
+        if "journal_mode=wal" not in str(options.get("init_command", "")).lower().replace(" ", ""):
             messages.append(
                 Warning(
                     "SQLite without WAL: the invalidator's reads block writers.",
                     hint='Add "init_command": "PRAGMA journal_mode=WAL;" to the database OPTIONS.',
                     id="reactive.W002",
+                )
+            )
+        if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+            messages.append(
+                Warning(
+                    "SQLite transactions are not IMMEDIATE: a write transaction that read first fails "
+                    'with "database is locked" when another one commits meanwhile.',
+                    hint='Add "transaction_mode": "IMMEDIATE" to the database OPTIONS.',
+                    id="reactive.W003",
                 )
             )
     return messages

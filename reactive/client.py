@@ -671,9 +671,12 @@ class ReactiveClient:
             data, text, fut = await conn.outbox.get()
             try:
                 await conn.ws.send(data, text=text)
-            except ConnectionClosed:
+            except (ConnectionClosed, asyncio.CancelledError) as exc:
+                # Cancelled by _detach mid-send: the frame being written fails like the queued ones.
                 if fut is not None and not fut.done():
                     fut.set_exception(ReactiveClientError("connection_lost", "Connection lost while sending"))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
                 return  # the reader notices the loss
             if fut is not None and not fut.done():
                 fut.set_result(None)

@@ -130,11 +130,17 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self.push(protocol.error_frame(error, **reference))
 
     async def _write_outbox(self) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                await self.send(text_data=self._outbox.popleft())
+        try:
+            while True:
+                await self._outbox_ready.wait()
+                self._outbox_ready.clear()
+                while self._outbox:
+                    await self.send(text_data=self._outbox.popleft())
+        except (OSError, RuntimeError) as exc:
+            # The socket went away under a send (servers raise on sending after a close); the
+            # disconnect handler does the cleanup.
+            logger.debug("Send failed on a closing connection: %s", exc)
+            self._outbox.clear()
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
@@ -154,11 +160,22 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise BadMessage("Binary frames are not supported: send JSON text frames.")
-            if len(text_data) > self.max_message_bytes and len(text_data.encode()) > self.max_message_bytes:
-                raise TooLarge(f"Frame of {len(text_data.encode())} bytes exceeds {self.max_message_bytes}.")
+            # A character is at most 4 bytes in UTF-8: encode only frames that may be too large.
+            if len(text_data) * 4 > self.max_message_bytes:
+                size = len(text_data.encode())
+                if size > self.max_message_bytes:
+                    raise TooLarge(f"Frame of {size} bytes exceeds {self.max_message_bytes}.")
+            # Every frame counts, malformed ones too; parsed first so a refusal names its request.
+            try:
+                frame = protocol.parse_frame(text_data)
+            except BadMessage as bad:
+                if not self.bucket.take():
+                    limited = RateLimited()
+                    limited.frame_ref = getattr(bad, "frame_ref", None)  # type: ignore[attr-defined]
+                    raise limited from None
+                raise
             if not self.bucket.take():
                 raise RateLimited()
-            frame = protocol.parse_frame(text_data)
             await getattr(self, "on_" + frame["type"])(frame)
         except ProtocolError as error:
             reference = getattr(error, "frame_ref", None) or protocol.reference_of(frame)

@@ -102,3 +102,27 @@ class WriteInQuery(ProtocolError):
     code = "server_error"
     status = 500
     default_message = "Queries are read-only: a query function tried to write to the database."
+
+
+_BY_CODE: dict[str, type[ProtocolError]] = {
+    cls.code: cls
+    for cls in (
+        BadMessage,
+        NotFound,
+        InvalidArgs,
+        Unauthenticated,
+        Forbidden,
+        ReactiveError,
+        ServerError,
+        TooLarge,
+        LimitExceeded,
+        RateLimited,
+    )
+}
+
+
+def error_from_dict(error: dict[str, Any]) -> ProtocolError:
+    """The ``ProtocolError`` of an error object: its class (and so its HTTP status) by ``code``."""
+    exc = ProtocolError.__new__(_BY_CODE.get(error.get("code"), ServerError))
+    ProtocolError.__init__(exc, error.get("message"), error.get("data"))
+    return exc

@@ -17,7 +17,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 
 from . import capture, encoding, tracking
 from .context import Context
-from .errors import ProtocolError, ServerError
+from .errors import ProtocolError, ServerError, error_from_dict
 from .readsets import ReadSet
 from .registry import Function, get_function
 from .settings import reactive_settings
@@ -69,7 +69,7 @@ def call_query(name: str, args: dict[str, Any], user: Any) -> Any:
         run = run_query(function, validated, Context.for_user(user, kind="query"))
     value = encoding.loads(run.payload)
     if run.is_error:
-        raise _error_from_dict(value)
+        raise error_from_dict(value)
     return value
 
 
@@ -184,9 +184,3 @@ def guarded(function_name: str, call, *args: Any, **kwargs: Any) -> Any:
         raise
     except Exception as exc:
         raise server_error(function_name, exc) from exc
-
-
-def _error_from_dict(error: dict[str, Any]) -> ProtocolError:
-    exc = ProtocolError(error.get("message"), error.get("data"))
-    exc.code = error.get("code", "server_error")
-    return exc

@@ -28,6 +28,7 @@ from .context import Context
 from .errors import ProtocolError
 from .execution import QueryRun, run_query, server_error
 from .instances import SHARED, candidate_ids, identity_of, instance_base, instance_id
+from .patches import deferred_sqlite_transactions
 from .registry import Function, get_function
 from .settings import reactive_settings
 
@@ -132,6 +133,7 @@ class Invalidator:
     @contextmanager
     def _snapshot(self):
         """One read-only snapshot for every run of a pass."""
+        deferred_sqlite_transactions(connection)
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
+from django.db.models.constants import OnConflict
 from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.query import Query
 
@@ -79,11 +80,12 @@ def _wrap_read(original):
         if isinstance(self, _WRITE_COMPILERS):
             # SQLUpdateCompiler's super() call; its own wrapper does the work.
             return original(self, *args, **kwargs)
+        _local.last_sql = None
         with _in_compiler:
             try:
                 return original(self, *args, **kwargs)
             finally:
-                tracking.record_compiled_read(self)
+                tracking.record_compiled_read(self, _local.last_sql)
 
     return execute_sql
 
@@ -98,10 +100,12 @@ def _wrap_insert(original):
         with _in_compiler:
             returned = original(self, returning_fields)
         table = self.query.get_meta().db_table
-        if self.query.on_conflict is not None:
+        if self.query.on_conflict == OnConflict.UPDATE:
             # An upsert changes rows we did not read: every reader of the table is affected.
             capture.record(self.connection, [], {table})
         else:
+            # With ignore_conflicts (many-to-many add), rows that already existed are reported as
+            # inserted too: that only widens.
             capture.record(self.connection, _inserted_rows(self, returning_fields, returned))
         return returned
 
@@ -256,6 +260,7 @@ def _raw_sql_kind(sql: Any) -> str | None:
 def _wrap_cursor(original):
     @wraps(original)
     def execute(self, sql, *args: Any, **kwargs: Any) -> Any:
+        _local.last_sql = sql  # what a compiler ran, for its read set
         kind = _raw_sql_kind(sql)
         if kind == "write":
             tracking.forbid_write()
@@ -310,3 +315,15 @@ def _wrap_rollback(original):
         capture.manual_rollback_done(self)
 
     return rollback
+
+
+def deferred_sqlite_transactions(connection) -> None:
+    """Let this connection's transactions begin as readers, whatever ``transaction_mode`` says.
+
+    With ``"transaction_mode": "IMMEDIATE"`` every SQLite transaction takes the write lock when
+    it begins; the invalidator's read-only snapshots must not, or re-runs would block writers.
+    Django reads the mode into ``connection.transaction_mode`` on every connect.
+    """
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        connection.transaction_mode = None

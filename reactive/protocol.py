@@ -38,12 +38,26 @@ _TYPE_NAMES = {int: "an integer", str: "a string", dict: "an object"}
 
 
 def parse_frame(text: str | bytes) -> dict[str, Any]:
+    """The frame as a dict with fields of the documented types, or ``BadMessage``.
+
+    A ``BadMessage`` about a JSON object carries ``frame_ref``: the frame's valid ``id`` or
+    ``request_id``, which the error frame names.
+    """
     try:
         frame = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise BadMessage(f"Frame is not valid JSON: {exc}") from None
     if not isinstance(frame, dict):
         raise BadMessage("Frame must be a JSON object.")
+    try:
+        _validate(frame)
+    except BadMessage as error:
+        error.frame_ref = reference_of(frame)  # type: ignore[attr-defined]
+        raise
+    return frame
+
+
+def _validate(frame: dict[str, Any]) -> None:
     frame_type = frame.get("type")
     fields = CLIENT_FRAMES.get(frame_type) if isinstance(frame_type, str) else None
     if fields is None:
@@ -56,26 +70,19 @@ def parse_frame(text: str | bytes) -> dict[str, Any]:
             if optional:
                 frame[name] = expected.default
                 continue
-            raise _field_error(frame, f"Missing field {name!r} in {frame_type!r} frame.")
-        if not isinstance(value, kind) or (
-            kind is int and (isinstance(value, bool) or not 0 <= value <= MAX_ID)
-        ):
+            raise BadMessage(f"Missing field {name!r} in {frame_type!r} frame.")
+        if not isinstance(value, kind) or (kind is int and not _is_id(value)):
             what = _TYPE_NAMES[kind] + (" from 0 to 2**53-1" if kind is int else "")
-            raise _field_error(frame, f"Field {name!r} of {frame_type!r} must be {what}.")
+            raise BadMessage(f"Field {name!r} of {frame_type!r} must be {what}.")
     if frame_type == "connect":
         if frame["protocol"] != PROTOCOL_VERSION:
-            raise BadMessage(
-                f"Unsupported protocol {frame['protocol']}; this server speaks {PROTOCOL_VERSION}."
-            )
+            raise BadMessage(f"Unsupported protocol {frame['protocol']}; this server speaks 1.")
         if not 8 <= len(frame["session_id"]) <= 64:
             raise BadMessage("session_id must be 8 to 64 characters long.")
-    return frame
 
 
-def _field_error(frame: dict[str, Any], message: str) -> BadMessage:
-    error = BadMessage(message)
-    error.frame_ref = reference_of(frame)  # type: ignore[attr-defined]
-    return error
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 def reference_of(frame: Any) -> dict[str, int]:
@@ -83,7 +90,7 @@ def reference_of(frame: Any) -> dict[str, int]:
     if isinstance(frame, dict):
         for key in ("id", "request_id"):
             value = frame.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
+            if _is_id(value):
                 return {key: value}
     return {}
 

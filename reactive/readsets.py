@@ -458,26 +458,31 @@ def _carry(dnf: frozenset[Conjunction], columns: list[tuple[str, str]]) -> froze
 # --------------------------------------------------------------------------------------------
 
 
-def read_set_of(query, connection) -> ReadSet:
-    """The read set of a compiled ``django.db.models.sql.Query`` (after ``as_sql()``)."""
+def read_set_of(query, connection, sql: str | None = None) -> ReadSet:
+    """The read set of a compiled ``django.db.models.sql.Query`` (after ``as_sql()``).
+
+    ``sql``, the statement that ran, tells joins Django trimmed (still in ``alias_map``, absent
+    from the SQL) from joins it added while compiling (``select_related``, ordering); without
+    it every join counts, which only widens.
+    """
     read_set = ReadSet()
-    _add_query(read_set, query, connection, seen=set())
+    _add_query(read_set, query, connection, set(), sql)
     return read_set
 
 
-def _add_query(read_set: ReadSet, query, connection, seen: set[int]) -> None:
+def _add_query(read_set: ReadSet, query, connection, seen: set[int], sql: str | None) -> None:
     if id(query) in seen:
         return
     seen.add(id(query))
 
     if isinstance(query, AggregateQuery):
         # SELECT <aggregates> FROM (<inner query>): the outer FROM has no table of its own.
-        _add_query(read_set, query.inner_query, connection, seen)
+        _add_query(read_set, query.inner_query, connection, seen, sql)
     elif not _unsatisfiable(query.where):
-        _add_own_tables(read_set, query, connection)
+        _add_own_tables(read_set, query, connection, sql)
 
     for nested in _nested_parts(query):
-        _add_nested(read_set, nested, connection, seen)
+        _add_nested(read_set, nested, connection, seen, sql)
 
 
 def _unsatisfiable(node) -> bool:
@@ -500,7 +505,7 @@ def _unsatisfiable(node) -> bool:
     return False
 
 
-def _add_own_tables(read_set: ReadSet, query, connection) -> None:
+def _add_own_tables(read_set: ReadSet, query, connection, sql: str | None) -> None:
     """The base table and every joined alias, bounded by the WHERE clause's equalities."""
     if not query.alias_map:
         if query.model is not None:  # never compiled: its base table at least
@@ -510,14 +515,27 @@ def _add_own_tables(read_set: ReadSet, query, connection) -> None:
     # window results, not rows, so they are dropped (widened).
     where, _having, _qualify = query.where.split_having_qualify(must_group_by=query.group_by is not None)
     tree = _condition_tree(where, query, connection) if where is not None else _ANYTHING
-    # Every alias, whatever its refcount: joins added while compiling (select_related,
-    # ordering) are in the SQL, and a trimmed join costs only a wider read set.
+    # Every alias that is in the SQL, whatever its refcount: joins added while compiling
+    # (select_related, ordering) have a refcount of 0 again after as_sql().
     for alias, dnf in _bound_aliases(query, tree).items():
+        if sql is not None and _trimmed(query, alias, connection, sql):
+            continue
         table = query.alias_map[alias].table_name
         if not isinstance(table, str):
             table = ANY_TABLE
         for conjunction in dnf:
             read_set.add(table, conjunction)
+
+
+def _trimmed(query, alias: str, connection, sql: str) -> bool:
+    """A join Django removed from the SQL (``filter(fk_id=...)`` trims the join to the target)."""
+    join = query.alias_map[alias]
+    if not isinstance(join, Join) or query.alias_refcount.get(alias, 0) > 0:
+        return False
+    if connection.ops.quote_name(alias) in sql:
+        return False
+    # Generated aliases (T3, U0) appear unquoted; a false "present" would only widen.
+    return re.search(rf"\b{re.escape(alias)}\b", sql) is None
 
 
 def _nested_parts(query) -> Iterable:
@@ -553,7 +571,7 @@ class _ExtraTable:
         self.table = table
 
 
-def _add_nested(read_set: ReadSet, node, connection, seen: set[int]) -> None:
+def _add_nested(read_set: ReadSet, node, connection, seen: set[int], sql: str | None) -> None:
     """Add the tables of every subquery and raw SQL fragment found under ``node``."""
     stack = [node]
     while stack:
@@ -561,9 +579,9 @@ def _add_nested(read_set: ReadSet, node, connection, seen: set[int]) -> None:
         if node is None or isinstance(node, (str, bytes, int, float)):
             continue
         if isinstance(node, Query):
-            _add_query(read_set, node, connection, seen)
+            _add_query(read_set, node, connection, seen, sql)
         elif isinstance(node, QuerySet):
-            _add_query(read_set, node.query, connection, seen)
+            _add_query(read_set, node.query, connection, seen, sql)
         elif isinstance(node, _ExtraTable):
             read_set.add_table(node.table)
         elif isinstance(node, _RawFragment):

@@ -58,10 +58,12 @@ def untracked() -> Iterator[None]:
         _local.tracker = previous
 
 
-def record_compiled_read(compiler) -> None:
+def record_compiled_read(compiler, sql: object = None) -> None:
+    """Add a compiled SELECT's read set; ``sql`` is the statement it ran (None if it ran none)."""
     tracker = current()
     if tracker is not None:
-        tracker.read_set.merge(read_set_of(compiler.query, compiler.connection))
+        sql = sql if isinstance(sql, str) or sql is None else str(sql)
+        tracker.read_set.merge(read_set_of(compiler.query, compiler.connection, sql))
 
 
 def record_raw_sql_read(sql: str) -> None:

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import encoding
-from .errors import BadMessage, ProtocolError, TooLarge
+from .errors import BadMessage, ProtocolError, TooLarge, Unauthenticated
 from .execution import call_action, call_mutation, call_query, guarded
 from .settings import reactive_settings
 
@@ -42,6 +42,15 @@ class FunctionView(APIView):
     authentication_classes = [BearerTokenAuthentication, authentication.SessionAuthentication]
     permission_classes: list = []
     parser_classes = [JSONParser]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Authentication runs before post(): answer in the protocol's shape, not DRF's.
+        if isinstance(exc, (exceptions.AuthenticationFailed, exceptions.NotAuthenticated)):
+            error = Unauthenticated(str(exc.detail))
+            response = Response({"ok": False, "error": error.as_dict()}, status=error.status)
+            response["WWW-Authenticate"] = "Bearer"
+            return response
+        return super().handle_exception(exc)
 
     def post(self, request: Request) -> Response:
         try:

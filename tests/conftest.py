@@ -29,6 +29,9 @@ import pytest_asyncio
 from reactive.client import ReactiveClient
 
 ROOT = Path(__file__).resolve().parent.parent
+# Above REACTIVE's MAX_MESSAGE_BYTES, so oversized frames reach the app and get `too_large`.
+ASGI_APP = "project.asgi:application"
+DAPHNE_LIMITS = ["--websocket-max-message-size", "4194304", "--websocket-max-frame-size", "4194304"]
 
 
 def free_port() -> int:
@@ -84,7 +87,7 @@ def start_daphne(db_path: Path, log_path: Path, migrate: bool = True, port: int 
     port = port or free_port()
     log = log_path.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "project.asgi:application"],
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_LIMITS, ASGI_APP],
         cwd=ROOT,
         env=env,
         stdout=log,

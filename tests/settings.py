@@ -3,18 +3,12 @@
 import os
 
 from project.settings import *  # noqa: F403
-from project.settings import BASE_DIR, INSTALLED_APPS
+from project.settings import BASE_DIR, INSTALLED_APPS, sqlite_database
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / ".test-db.sqlite3")),
-        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20},
-        "TEST": {"NAME": os.environ.get("SQLITE_TEST_PATH", str(BASE_DIR / ".test-db.sqlite3"))},
-    }
-}
+_DATABASE_PATH = os.environ.get("SQLITE_PATH", str(BASE_DIR / ".test-db.sqlite3"))
+DATABASES = {"default": {**sqlite_database(_DATABASE_PATH), "TEST": {"NAME": _DATABASE_PATH}}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # Small limits so tests reach them quickly; the documented defaults are tested in-process.

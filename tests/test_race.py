@@ -10,6 +10,7 @@ import pytest
 from django.db import close_old_connections
 
 from reactive.client import ReactiveClient
+from reactive.instances import SHARED, instance_base, instance_id
 from reactive.invalidation import hooks
 from tests import writes
 
@@ -30,20 +31,24 @@ def _commit_in_another_thread(func, **kwargs) -> None:
 
 async def test_write_between_first_run_and_read_set_registration_is_not_missed(inprocess_server):
     (channel,) = await asyncio.to_thread(writes.make_channels, count=1, messages=0)
+    # An instance no other test uses (database ids restart after each test's flush).
+    args = {"channel": channel, "limit": 137}
+    watched = instance_id(instance_base("chat.list_messages", args), SHARED)
     fired = threading.Event()
 
     def commit_a_message(batch) -> None:
-        if batch.replies and not fired.is_set():
+        # Only in the pass that first ran this subscription (other tests' leftovers may run too).
+        if any(reply.instance_id == watched for reply in batch.replies) and not fired.is_set():
             fired.set()
             _commit_in_another_thread(writes.create, channel=channel)
 
     hooks.before_register = commit_a_message
     try:
         async with ReactiveClient(inprocess_server.ws_url) as client:
-            count = client.subscribe("chat.message_count", {"channel": channel})
+            messages = client.subscribe("chat.list_messages", args)
             # The first run saw no message; the write landed before its read set was registered.
-            assert await count.first() == 0
+            assert await messages.first() == []
             assert fired.is_set()
-            await count.wait_for(lambda value: value == 1, timeout=10)
+            await messages.wait_for(lambda value: len(value) == 1, timeout=10)
     finally:
         hooks.before_register = None
