@@ -11,7 +11,6 @@ read set (invariant 1 of ARCHITECTURE.md).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 
 from . import encoding
 from .backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release, Subscribed
@@ -42,6 +41,7 @@ class Instance:
     id: str
     function: Function
     args: dict[str, Any]
+    raw_args: dict[str, Any]
     user_id: object | None  # the identity it runs as; None for shared and anonymous instances
     identity_bound: bool
     payload: bytes
@@ -67,31 +67,11 @@ class Invalidator:
         # Runs per function name: tests and benchmarks read it to prove one run per instance.
         self.runs: Counter[str] = Counter()
         self.instance_runs: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_cleanup = 0.0
-
-    # Lifecycle ---------------------------------------------------------------------------
-
-    def start_thread(self) -> None:
-        self._thread = threading.Thread(target=self.run_forever, name="reactive-invalidator", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def run_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step(timeout=0.5)
-                self._cleanup_if_due()
-            except Exception:
-                logger.exception("Invalidator pass failed; retrying")
-                connection.close()
-                time.sleep(0.05)
-        close_old_connections()
+        # Instances created or changed (to store), and dropped (to forget), in this pass.
+        self._changed: set[str] = set()
+        self._dropped: set[str] = set()
+        self._hubs_of: dict[str, set[str]] = {}
 
     # One pass ----------------------------------------------------------------------------
 
@@ -116,6 +96,9 @@ class Invalidator:
                 for instance in list(self.instances.values()):
                     self._release(request.hub_id, instance.id)
         runs: dict[str, QueryRun] = {}
+        # Hubs per instance before the runs: those of an instance dropped in the pass (it began to
+        # read the caller's identity) must still be told to resubscribe.
+        self._hubs_of = {i: set(instance.hubs) for i, instance in self.instances.items()}
         with self._snapshot():
             for instance_id_ in sorted(affected & self.instances.keys()):
                 self._rerun(self.instances[instance_id_], batch, runs)
@@ -126,9 +109,56 @@ class Invalidator:
         for instance_id_, run in runs.items():
             if instance_id_ in self.instances:
                 self.backend.index.set(instance_id_, run.read_set)
+        self._persist()
+        for instance_id_ in [u.instance_id for u in batch.updates] + batch.resubscribe:
+            instance = self.instances.get(instance_id_)
+            hubs = instance.hubs if instance is not None else self._hubs_of.get(instance_id_, ())
+            batch.audience[instance_id_] = frozenset(hubs)
         self.version = batch.version
         self.backend.deliver(batch)
+        self.backend.save_progress(self.version)
         return True
+
+    def restore(self, stored: list[dict[str, Any]]) -> None:
+        """Take over the live instances a previous worker stored (after a failover)."""
+        for data in stored:
+            try:
+                function = get_function(data["name"], "query")
+                args = function.validate_args(data["args"])
+            except ProtocolError:
+                self.backend.forget_instance(data["id"])
+                self.backend.index.remove(data["id"])
+                continue
+            self.instances[data["id"]] = Instance(
+                id=data["id"],
+                function=function,
+                args=args,
+                raw_args=data["args"],
+                user_id=data["user_id"],
+                identity_bound=data["identity_bound"],
+                payload=data["payload"],
+                is_error=data["is_error"],
+                hubs=data["hubs"],
+            )
+
+    def reap_dead_hubs(self) -> None:
+        """Release what hubs that stopped heartbeating held (a server process died)."""
+        live = self.backend.live_hubs()
+        if live is None:
+            return
+        for instance in list(self.instances.values()):
+            for hub_id in instance.hubs - live:
+                self._release(hub_id, instance.id)
+        self._persist()
+
+    def _persist(self) -> None:
+        for instance_id_ in self._dropped:
+            self.backend.forget_instance(instance_id_)
+        for instance_id_ in self._changed - self._dropped:
+            if instance_id_ in self.instances:
+                self.backend.save_instance(self.instances[instance_id_])
+        self._changed.clear()
+        self._dropped.clear()
 
     @contextmanager
     def _snapshot(self):
@@ -155,6 +185,7 @@ class Invalidator:
         runs[instance.id] = run
         if run.payload != instance.payload or run.is_error != instance.is_error:
             instance.payload, instance.is_error = run.payload, run.is_error
+            self._changed.add(instance.id)
             batch.updates.append(InstanceUpdate(instance.id, run.payload, run.is_error))
 
     def _ensure(self, request: Ensure, batch: Batch, runs: dict[str, QueryRun]) -> None:
@@ -178,6 +209,7 @@ class Invalidator:
             id=instance_id(base, identity_of(request.user_id) if bound else SHARED),
             function=function,
             args=args,
+            raw_args=request.args,
             user_id=request.user_id if bound else None,
             identity_bound=bound,
             payload=run.payload,
@@ -190,7 +222,9 @@ class Invalidator:
         self._attach(instance, request, batch)
 
     def _attach(self, instance: Instance, request: Ensure, batch: Batch) -> None:
-        instance.hubs.add(request.hub_id)
+        if request.hub_id not in instance.hubs:
+            instance.hubs.add(request.hub_id)
+            self._changed.add(instance.id)
         batch.replies.append(
             Subscribed(
                 request.request_id,
@@ -206,15 +240,18 @@ class Invalidator:
         instance = self.instances.get(instance_id_)
         if instance is None:
             return
-        instance.hubs.discard(hub_id)
+        if hub_id in instance.hubs:
+            instance.hubs.discard(hub_id)
+            self._changed.add(instance_id_)
         if not instance.hubs:
             self._drop(instance_id_)
 
     def _drop(self, instance_id_: str) -> None:
         self.instances.pop(instance_id_, None)
         self.backend.index.remove(instance_id_)
+        self._dropped.add(instance_id_)
 
-    def _cleanup_if_due(self) -> None:
+    def cleanup_if_due(self) -> None:
         now = time.monotonic()
         if now - self._last_cleanup < _CLEANUP_EVERY_SECONDS:
             return

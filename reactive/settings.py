@@ -31,8 +31,11 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_MAX_AGE_SECONDS": 7 * 24 * 3600,
     # Tables whose writes never invalidate anything (the app's own bookkeeping and sessions).
     "IGNORED_TABLES": ["reactive_mutationrecord", "django_session", "django_migrations"],
-    # How many recent change records the embedded log keeps for catching up.
+    # How many recent change records the log keeps (embedded deque, Redis stream).
     "CHANGE_LOG_LENGTH": 10000,
+    # Redis backend: run the worker (invalidator) inside each server process too, for small
+    # deployments; one of them holds the lease at a time.
+    "RUN_WORKER_IN_SERVER": False,
     # Module name discovered in every installed app.
     "FUNCTIONS_MODULE": "functions",
     # Include exception text in `server_error` messages (defaults to settings.DEBUG).

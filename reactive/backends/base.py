@@ -78,6 +78,8 @@ class Batch:
     updates: list[InstanceUpdate] = field(default_factory=list)
     replies: list[Subscribed] = field(default_factory=list)
     resubscribe: list[str] = field(default_factory=list)
+    # The hubs watching each updated or resubscribed instance, for backends that route by hub.
+    audience: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 # The parts -----------------------------------------------------------------------------------
@@ -144,6 +146,36 @@ class Backend(ABC):
     @abstractmethod
     def deliver(self, batch: Batch) -> None:
         """Invalidator side: hand a finished batch to the hubs."""
+
+    # The worker's durable state: a backend whose worker can fail over keeps it; the embedded
+    # backend's worker lives and dies with its only server process, so these do nothing.
+
+    def save_progress(self, version: int) -> None:  # noqa: B027
+        """The version the worker has processed (and its place among the requests)."""
+
+    def load_progress(self) -> int:
+        """Where a (new) worker resumes: the saved progress, else the log's head."""
+        return self.log.head()
+
+    def save_instance(self, instance) -> None:  # noqa: B027
+        """Store a live instance (query, arguments, identity, latest result, hubs)."""
+
+    def forget_instance(self, instance_id: str) -> None:  # noqa: B027
+        pass
+
+    def load_instances(self) -> list[dict]:
+        return []
+
+    def live_hubs(self) -> set[str] | None:
+        """Hubs known to be alive, or None if liveness is not tracked (one process)."""
+        return None
+
+    def acquire_lease(self, token: str) -> bool:
+        """Take or renew the right to run the invalidator."""
+        return True
+
+    def release_lease(self, token: str) -> None:  # noqa: B027
+        pass
 
     def close(self) -> None:  # noqa: B027 (optional for backends with no background work)
         """Stop background work (tests)."""

@@ -56,7 +56,8 @@ class EmbeddedBackend(Backend):
         self.index = InMemoryIndex()
         self._requests: collections.deque[Request] = collections.deque()
         self._hubs: dict[str, object] = {}
-        self._invalidator = None
+        self._worker = None
+        self.invalidator = None  # set by the worker thread
 
     def submit(self, request: Request) -> None:
         with self._wakeup:
@@ -65,11 +66,12 @@ class EmbeddedBackend(Backend):
 
     def connect_hub(self, hub) -> None:
         self._hubs[hub.hub_id] = hub
-        if self._invalidator is None:
-            from ..invalidation import Invalidator
+        if self._worker is None:
+            from ..worker import Worker
 
-            self._invalidator = Invalidator(self, start_version=self.log.head())
-            self._invalidator.start_thread()
+            self._worker = Worker(self)
+            threading.Thread(target=self._worker.run_forever, name="reactive-worker", daemon=True).start()
+            self._worker.leading.wait(timeout=10)
 
     def disconnect_hub(self, hub) -> None:
         if self._hubs.pop(hub.hub_id, None) is not None:
@@ -89,12 +91,8 @@ class EmbeddedBackend(Backend):
         for hub in list(self._hubs.values()):
             hub.deliver_threadsafe(batch)
 
-    @property
-    def invalidator(self):
-        return self._invalidator
-
     def close(self) -> None:
-        if self._invalidator is not None:
-            self._invalidator.stop()
-            self._invalidator = None
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
         self._hubs.clear()
