@@ -97,7 +97,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self._mutations: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
         await self.accept()
-        self.hub = get_hub()
+        self.hub = await get_hub()
         self._spawn(self._write_outbox())
         self._spawn(self._run_mutations())
 

@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .backends import get_backend
 from .backends.base import Batch, Ensure, Release
@@ -70,7 +70,7 @@ class Hub:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
         self.closed = False
-        self.backend.connect_hub(self)
+        self.connected = loop.create_task(self.backend.connect_hub(self))
 
     # Called by consumers (event loop) ----------------------------------------------------
 
@@ -201,8 +201,9 @@ class Hub:
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
 
 
-def get_hub() -> Hub:
-    """The hub of the running event loop (one per server process; tests run one per loop)."""
+async def get_hub() -> Hub:
+    """The hub of the running event loop (one per server process; tests run one per loop),
+    connected to the backend: it receives every batch sent after its first request."""
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None or hub.closed or hub.backend is not get_backend():
@@ -211,11 +212,5 @@ def get_hub() -> Hub:
                 other.close()
                 del _hubs[other_loop]
         hub = _hubs[loop] = Hub(loop)
+    await asyncio.shield(hub.connected)
     return hub
-
-
-def stats() -> dict[str, Any]:
-    return {
-        "hubs": len(_hubs),
-        "instances": sum(len(hub.instances) for hub in _hubs.values()),
-    }

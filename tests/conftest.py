@@ -69,6 +69,7 @@ class Server:
 
 
 def server_env(db_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server subprocess: its own database (and Redis database)."""
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
@@ -76,8 +77,44 @@ def server_env(db_path: Path, **extra: str) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
         REACTIVE_LOG_LEVEL="WARNING",
     )
+    if db_path not in _private_urls:
+        database, redis_url = env.get("DATABASE_URL"), env.get("REDIS_URL")
+        _private_urls[db_path] = {
+            "DATABASE_URL": database and private_database(database, db_path.parent.name),
+            "REDIS_URL": redis_url and private_redis_database(redis_url),
+        }
+    env.update({name: url for name, url in _private_urls[db_path].items() if url})
     env.update(extra)
     return env
+
+
+# One private database (and Redis database) per server database path, made once.
+_private_urls: dict[Path, dict[str, str | None]] = {}
+
+
+def private_database(url: str, name: str) -> str:
+    """A fresh Postgres database next to the one in ``url``, for one server subprocess."""
+    import psycopg
+
+    name = "reactive_" + "".join(c if c.isalnum() else "_" for c in name.lower())
+    base, _, _ = url.rpartition("/")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return f"{base}/{name}"
+
+
+_redis_databases = iter(range(1, 16))
+
+
+def private_redis_database(url: str) -> str:
+    """Another Redis database number (the in-process server uses the one in ``url``)."""
+    base, _, _ = url.rpartition("/")
+    number = next(_redis_databases)
+    import redis
+
+    redis.Redis.from_url(f"{base}/{number}").flushdb()
+    return f"{base}/{number}"
 
 
 def start_daphne(db_path: Path, log_path: Path, migrate: bool = True, port: int | None = None) -> Server:
@@ -203,6 +240,14 @@ class Harness:
         validated = get_function(name, "query").validate_args(args)
         key = instance_id(instance_base(name, validated), SHARED)
         return (await self.stats())["instance_runs"].get(key, 0)
+
+    async def wait_for_runs(self, name: str, args: dict[str, Any], runs: int, timeout: float = 10) -> None:
+        """Until the shared instance of a query has run ``runs`` times."""
+        deadline = time.monotonic() + timeout
+        while (current := await self.instance_runs(name, args)) < runs:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} {args} ran {current} times, not {runs}")
+            await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         if self._control is not None:

@@ -15,6 +15,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Small limits so tests reach them quickly; the documented defaults are tested in-process.
 REACTIVE = {
     "BACKEND": "redis" if REDIS_URL else "embedded",
+    # Each test server runs its own worker (alone on its Redis database, it holds the lease).
+    "RUN_WORKER_IN_SERVER": bool(REDIS_URL),
     "MAX_SUBSCRIPTIONS": 100,
     "MAX_INFLIGHT_REQUESTS": 20,
     "RATE_LIMIT_PER_SECOND": 2000,

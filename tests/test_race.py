@@ -46,9 +46,18 @@ async def test_write_between_first_run_and_read_set_registration_is_not_missed(i
     try:
         async with ReactiveClient(inprocess_server.ws_url) as client:
             messages = client.subscribe("chat.list_messages", args)
-            # The first run saw no message; the write landed before its read set was registered.
-            assert await messages.first() == []
-            assert fired.is_set()
+            # The first run saw no message; the write landed before its read set was registered
+            # and must still reach the subscriber.
             await messages.wait_for(lambda value: len(value) == 1, timeout=10)
+            assert fired.is_set()
+            values = [
+                update["value"]
+                for frame in client.frames
+                if frame["type"] == "transition"
+                for update in frame["updates"]
+                if update["id"] == messages.id
+            ]
+            assert values[0] == [], values  # the first run ran before the write
+            assert len(values[-1]) == 1
     finally:
         hooks.before_register = None

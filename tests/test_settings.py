@@ -38,7 +38,8 @@ def test_unknown_setting_name_fails_as_attribute_error():
         reactive_settings.NO_SUCH_SETTING  # noqa: B018
 
 
-def test_system_checks_report_unknown_keys_and_bad_backends():
+def test_system_checks_report_unknown_keys_and_bad_backends(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
     with override_settings(REACTIVE={"MAX_SUBSCRIPTONS": 5}):
         ids = {message.id for message in run_checks()}
         assert "reactive.E002" in ids

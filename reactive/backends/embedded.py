@@ -11,6 +11,7 @@ what the Redis backend is for.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -64,14 +65,14 @@ class EmbeddedBackend(Backend):
             self._requests.append(request)
             self._wakeup.notify_all()
 
-    def connect_hub(self, hub) -> None:
+    async def connect_hub(self, hub) -> None:
         self._hubs[hub.hub_id] = hub
         if self._worker is None:
             from ..worker import Worker
 
             self._worker = Worker(self)
             threading.Thread(target=self._worker.run_forever, name="reactive-worker", daemon=True).start()
-            self._worker.leading.wait(timeout=10)
+            await asyncio.to_thread(self._worker.leading.wait, 10)
 
     def disconnect_hub(self, hub) -> None:
         if self._hubs.pop(hub.hub_id, None) is not None:

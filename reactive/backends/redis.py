@@ -201,9 +201,13 @@ class RedisBackend(Backend):
     def submit(self, request: Request) -> None:
         self.client.xadd(REQUESTS, {"d": _request_payload(request)}, maxlen=REQUESTS_LENGTH, approximate=True)
 
-    def connect_hub(self, hub) -> None:
+    async def connect_hub(self, hub) -> None:
+        from channels.layers import get_channel_layer
+
+        # Subscribed before the hub is announced: no batch sent to it can be missed.
+        hub.hub_id = await get_channel_layer().new_channel("reactive.hub.")
         self._hubs[hub.hub_id] = hub
-        self.client.zadd(HUBS, {hub.hub_id: time.time() + HUB_TIMEOUT_SECONDS})
+        await asyncio.to_thread(self.client.zadd, HUBS, {hub.hub_id: time.time() + HUB_TIMEOUT_SECONDS})
         self._hub_tasks[hub.hub_id] = [
             hub.loop.create_task(self._receive_batches(hub)),
             hub.loop.create_task(self._heartbeat(hub)),
@@ -241,7 +245,7 @@ class RedisBackend(Backend):
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
-        expected: tuple[str, int] | None = None
+        expected: tuple[str, int] | None = None  # the first message sets the worker's epoch
         while True:
             try:
                 message = await layer.receive(hub.hub_id)
@@ -254,7 +258,7 @@ class RedisBackend(Backend):
                 await self._resync(hub)
                 continue
             epoch, seq = message["epoch"], message["seq"]
-            if expected is not None and (epoch, seq) != expected:
+            if (epoch, seq) != (expected or (epoch, 0)):
                 # A message was lost (channels_redis drops when its connection does), or a new
                 # worker took over: refresh every local instance from its stored latest result.
                 await self._resync(hub)

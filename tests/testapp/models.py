@@ -2,7 +2,12 @@
 
 import uuid
 
+from django.conf import settings
 from django.db import models
+
+# A case-folding collation that exists on the test database (SQLite's NOCASE, Postgres's "C" is
+# not folding but any explicit collation makes the read sets drop string conditions).
+FOLDING_COLLATION = "nocase" if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") else "C"
 
 
 class Owner(models.Model):
@@ -63,7 +68,7 @@ class Item(models.Model):
     blob = models.BinaryField(null=True)
     nickname = models.CharField(max_length=50, null=True)
     external = models.IntegerField(null=True, db_column="ext_ref")
-    folded = models.CharField(max_length=50, blank=True, db_collation="nocase")
+    folded = models.CharField(max_length=50, blank=True, db_collation=FOLDING_COLLATION)
     channel = models.ForeignKey(Channel, models.CASCADE, related_name="items")
     editor = models.ForeignKey(Owner, models.SET_NULL, null=True, related_name="edited_items")
     parent = models.ForeignKey("self", models.SET_NULL, null=True, related_name="children")

@@ -5,6 +5,8 @@ import uuid
 import django.db.models.deletion
 from django.db import migrations, models
 
+from tests.testapp.models import FOLDING_COLLATION
+
 
 class Migration(migrations.Migration):
     initial = True
@@ -189,7 +191,7 @@ class Migration(migrations.Migration):
                 ("blob", models.BinaryField(null=True)),
                 ("nickname", models.CharField(max_length=50, null=True)),
                 ("external", models.IntegerField(db_column="ext_ref", null=True)),
-                ("folded", models.CharField(blank=True, db_collation="nocase", max_length=50)),
+                ("folded", models.CharField(blank=True, db_collation=FOLDING_COLLATION, max_length=50)),
                 (
                     "channel",
                     models.ForeignKey(
