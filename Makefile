@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test install lint format test-python test-js bench clean
+.PHONY: run test install lint format test-python test-embedded test-redis test-js bench clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +33,24 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test-python: install
-	$(BIN)/pytest
+# The Python suite runs twice, once per backend; PYTEST_ARGS adds options (e.g. PYTEST_ARGS="-x -k race").
+PYTEST_ARGS ?=
+
+# Embedded backend: SQLite and the in-process log, whatever the shell's REDIS_URL/DATABASE_URL.
+test-embedded: install
+	env -u REDIS_URL -u DATABASE_URL $(BIN)/pytest -m "not redis_only" $(PYTEST_ARGS)
+
+# Redis backend: Redis + Postgres from REDIS_URL/DATABASE_URL, else private servers on free
+# loopback ports (redis-server and Debian's postgresql, see tests/services.py).
+test-redis: install
+	$(BIN)/python -m tests.services run -- $(BIN)/pytest -m "not embedded_only" $(PYTEST_ARGS)
+
+test-python: test-embedded test-redis
 
 test-js: install clients/js/node_modules/.installed
 	cd clients/js && npm test
 
-test: lint test-python test-js
+test: lint test-embedded test-redis test-js
 
 bench: install
 	$(BIN)/python bench/latency.py

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -101,15 +102,62 @@ def manual_rollback_done(connection) -> None:
     connection.__dict__.pop("_reactive_manual", None)
 
 
-def publish(rows: list[RowChange], opaque_tables: set[str]) -> int:
-    """Append one change record to the log; remember its version for this thread."""
-    from .backends import get_backend
+def publish(rows: list[RowChange], opaque_tables: set[str]) -> int | None:
+    """Append one change record to the log; remember its version for this thread.
 
-    version = get_backend().log.append(tuple(rows), frozenset(opaque_tables))
+    The commit has happened: if the log cannot be reached, the record is kept and appended by
+    a background thread as soon as it can be (in order), rather than lost.
+    """
+    record = (tuple(rows), frozenset(opaque_tables))
+    version = _retrier.append(record)
     versions = getattr(_local, "versions", None)
-    if versions is not None:
+    if versions is not None and version is not None:
         versions.append(version)
     return version
+
+
+class _Retrier:
+    """Appends records the log refused, oldest first, until it accepts them."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[tuple[RowChange, ...], frozenset[str]]] = []
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def append(self, record: tuple[tuple[RowChange, ...], frozenset[str]]) -> int | None:
+        from .backends import get_backend
+
+        with self.lock:
+            if not self.pending:
+                try:
+                    return get_backend().log.append(*record)
+                except Exception as exc:
+                    logger.error("Could not append a committed change to the log (%s); retrying", exc)
+            self.pending.append(record)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._retry, name="reactive-publish-retry", daemon=True)
+                self.thread.start()
+        return None
+
+    def _retry(self) -> None:
+        from .backends import get_backend
+
+        delay = 0.1
+        while True:
+            with self.lock:
+                try:
+                    while self.pending:
+                        get_backend().log.append(*self.pending[0])
+                        self.pending.pop(0)
+                    logger.warning("Appended the changes the log had refused")
+                    return
+                except Exception:
+                    pass
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+_retrier = _Retrier()
 
 
 class CommitVersions:

@@ -98,6 +98,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self._tasks: set[asyncio.Task] = set()
         await self.accept()
         self.hub = await get_hub()
+        self.hub.consumers.add(self)
         self._spawn(self._write_outbox())
         self._spawn(self._run_mutations())
 
@@ -105,11 +106,16 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         if getattr(self, "closed", True):
             return
         self.closed = True
+        self.hub.consumers.discard(self)
         for sub_id, subscription in list(self.subscriptions.items()):
             self.hub.unsubscribe(self, sub_id, subscription.instance_id)
         self.subscriptions.clear()
         for task in self._tasks:
             task.cancel()
+
+    def close_for_restart(self) -> None:
+        """Close with 1012 ("service restart"): the client reconnects and subscribes again."""
+        self._spawn(self.close(code=1012))
 
     def set_user(self, user: Any) -> None:
         self.user = user
@@ -271,8 +277,11 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                     request_id=request_id,
                 )
                 # Read your own writes: the result follows every transition the commit caused.
-                await self.hub.wait_processed(outcome.version)
-                self.push(protocol.mutation_result_frame(request_id, outcome.payload, outcome.version))
+                version = outcome.version
+                if version is None:  # the log was unreachable; the hub is closing this socket
+                    version = self.hub.processed_version
+                await self.hub.wait_processed(version)
+                self.push(protocol.mutation_result_frame(request_id, outcome.payload, version))
             except ProtocolError as error:
                 self.push(protocol.failed_result_frame("mutation_result", request_id, error))
             finally:

@@ -70,6 +70,7 @@ class Hub:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
         self.closed = False
+        self.consumers: set[ReactiveConsumer] = set()
         self.connected = loop.create_task(self.backend.connect_hub(self))
 
     # Called by consumers (event loop) ----------------------------------------------------
@@ -91,7 +92,7 @@ class Hub:
         self._requests[request_id] = _Pending(consumer, sub_id, candidates)
         self._pending_candidates.update(candidates)
         consumer.awaiting(sub_id, request_id)
-        self.backend.submit(Ensure(request_id, self.hub_id, name, raw_args, user_id))
+        self._submit(Ensure(request_id, self.hub_id, name, raw_args, user_id))
 
     def unsubscribe(self, consumer: ReactiveConsumer, sub_id: int, instance_id: str | None) -> None:
         if instance_id is None:
@@ -190,11 +191,41 @@ class Hub:
         if instance is None or instance.subscribers or self._pending_candidates[instance_id] > 0:
             return
         del self.instances[instance_id]
-        self.backend.submit(Release(self.hub_id, instance_id))
+        self._submit(Release(self.hub_id, instance_id))
+
+    def resubmit_pending(self) -> None:
+        """Send every unanswered subscribe request again (the worker attaches idempotently)."""
+        for request_id, pending in list(self._requests.items()):
+            subscription = pending.consumer.subscriptions.get(pending.sub_id)
+            if subscription is not None and subscription.request_id == request_id:
+                consumer = pending.consumer
+                args = subscription.raw_args
+                self._submit(
+                    Ensure(request_id, self.hub_id, subscription.function.name, args, consumer.user_id)
+                )
+
+    def _submit(self, request: Ensure | Release) -> None:
+        try:
+            self.backend.submit(request)
+        except Exception as exc:
+            self.fail(f"the backend refused a request: {exc}")
+
+    def fail(self, reason: str) -> None:
+        """The backend is unreachable: close every socket (1012, "service restart") so that
+        clients reconnect, to a new hub, and subscribe afresh once the backend is back."""
+        if self.closed:
+            return
+        logger.warning("Hub %s failed (%s); closing %d sockets", self.hub_id, reason, len(self.consumers))
+        self.close()
+        for consumer in list(self.consumers):
+            consumer.close_for_restart()
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            for _, _, future in self._waiters:
+                if not future.done():
+                    future.cancel()
             self.backend.disconnect_hub(self)
 
 

@@ -72,15 +72,17 @@ class Invalidator:
         self._changed: set[str] = set()
         self._dropped: set[str] = set()
         self._hubs_of: dict[str, set[str]] = {}
+        self._rerun_all = False
 
     # One pass ----------------------------------------------------------------------------
 
     def step(self, timeout: float) -> bool:
-        records, requests = self.backend.next_work(self.version, timeout)
-        if not records and not requests:
+        records, requests = self.backend.next_work(self.version, 0 if self._rerun_all else timeout)
+        if not records and not requests and not self._rerun_all:
             return False
         batch = Batch(records[-1].version if records else self.version)
-        affected: set[str] = set()
+        affected: set[str] = set(self.instances) if self._rerun_all else set()
+        self._rerun_all = False
         if records and records[0].version != self.version + 1:
             # Records were trimmed before we read them: anything may have changed.
             affected = set(self.instances)
@@ -118,6 +120,16 @@ class Invalidator:
         self.backend.deliver(batch)
         self.backend.save_progress(self.version)
         return True
+
+    def tick(self) -> None:
+        """Deliver an empty batch at the current version."""
+        self.backend.deliver(Batch(self.version))
+
+    def rebuild(self) -> None:
+        """Store every instance again and re-run them all in the next pass."""
+        self._changed |= set(self.instances)
+        self._persist()
+        self._rerun_all = True
 
     def restore(self, stored: list[dict[str, Any]]) -> None:
         """Take over the live instances a previous worker stored (after a failover)."""

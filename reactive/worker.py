@@ -21,6 +21,9 @@ logger = logging.getLogger("reactive.worker")
 
 STANDBY_POLL_SECONDS = 0.25
 REAP_EVERY_SECONDS = 2.0
+TICK_SECONDS = 1.0
+# After a rebuild, server processes need a heartbeat or two before their liveness means anything.
+HUB_GRACE_SECONDS = 6.0
 
 
 class Worker:
@@ -29,6 +32,7 @@ class Worker:
         self.token = uuid.uuid4().hex
         self.stopping = threading.Event()
         self.leading = threading.Event()
+        self.invalidator: Invalidator | None = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -39,8 +43,10 @@ class Worker:
                 if self.backend.acquire_lease(self.token):
                     self._lead()
                 else:
+                    self.invalidator = None  # another worker leads: its state is the truth
                     time.sleep(STANDBY_POLL_SECONDS)
             except Exception:
+                # Typically the backend went away; keep what this worker knows and retry.
                 logger.exception("Worker error; retrying")
                 self.leading.clear()
                 connection.close()
@@ -49,19 +55,38 @@ class Worker:
         close_old_connections()
 
     def _lead(self) -> None:
-        invalidator = Invalidator(self.backend, start_version=self.backend.load_progress())
-        invalidator.restore(self.backend.load_instances())
-        self.backend.invalidator = invalidator
+        """Run the invalidator while the lease holds. After an error (the backend went away) the
+        same invalidator goes on: its memory holds the live instances if Redis lost them."""
+        if self.invalidator is None or self.backend.other_leader_since():
+            self.invalidator = Invalidator(self.backend, start_version=self.backend.load_progress())
+            self.invalidator.restore(self.backend.load_instances())
+            self.backend.mark_state()
+            logger.info("Worker %s leads from version %s", self.token[:8], self.invalidator.version)
+        invalidator = self.backend.invalidator = self.invalidator
         self.leading.set()
-        logger.info("Worker %s leads from version %s", self.token[:8], invalidator.version)
-        last_reap = 0.0
+        last_reap = last_batch = time.monotonic()
         while not self.stopping.is_set():
-            invalidator.step(timeout=0.5)
+            if not self.backend.state_intact():
+                # Redis lost its data (a restart without persistence): store the instances
+                # again and re-run them all (which registers their read sets again); processes
+                # see the new epoch and resync. Hubs get time to heartbeat before any reaping.
+                logger.warning("Worker %s: the backend lost its state; rebuilding", self.token[:8])
+                self.backend.mark_state()
+                invalidator.rebuild()
+                last_reap = time.monotonic() + HUB_GRACE_SECONDS
+            if invalidator.step(timeout=0.5):
+                last_batch = time.monotonic()
+            elif time.monotonic() - last_batch > TICK_SECONDS and self.backend.live_hubs() is not None:
+                # An empty batch now and then: a process that missed messages (or a new
+                # epoch) notices and resyncs even when nothing is written.
+                invalidator.tick()
+                last_batch = time.monotonic()
             if time.monotonic() - last_reap > REAP_EVERY_SECONDS:
                 invalidator.reap_dead_hubs()
                 invalidator.cleanup_if_due()
                 last_reap = time.monotonic()
             if not self.backend.acquire_lease(self.token):
                 logger.warning("Worker %s lost its lease; standing by", self.token[:8])
+                self.invalidator = None
                 break
         self.leading.clear()

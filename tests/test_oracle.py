@@ -49,7 +49,9 @@ WRITE_PATHS = sorted(set(PATHS) | set(M2M_PATHS) | {"inner_rollback", "outer_rol
 def _acting_on_a_deleted_row(exc: Exception) -> bool:
     """A write path that found nothing to act on, or wrote into a channel a cascade deleted."""
     text = f"{exc!r} {exc}"
-    return any(sign in text for sign in ("DoesNotExist", "NoneType", "matching query", "FOREIGN KEY"))
+    return any(
+        sign in text for sign in ("DoesNotExist", "NoneType", "matching query", "FOREIGN KEY", "foreign key")
+    )
 
 
 class LoopThread:

@@ -170,6 +170,17 @@ class Backend(ABC):
         """Hubs known to be alive, or None if liveness is not tracked (one process)."""
         return None
 
+    def mark_state(self) -> None:  # noqa: B027
+        """Leave a mark that ``state_intact`` checks (a new worker epoch)."""
+
+    def other_leader_since(self) -> bool:
+        """Whether another worker led since this one marked the state (so its memory is stale)."""
+        return False
+
+    def state_intact(self) -> bool:
+        """False if the backend lost its state since ``mark_state`` (Redis restarted empty)."""
+        return True
+
     def acquire_lease(self, token: str) -> bool:
         """Take or renew the right to run the invalidator."""
         return True

@@ -40,6 +40,7 @@ LOG = PREFIX + "log"
 REQUESTS = PREFIX + "requests"
 PROGRESS = PREFIX + "progress"  # hash: version, requests (the worker's position in both streams)
 LEASE = PREFIX + "lease"
+EPOCH = PREFIX + "epoch"  # the leading worker's epoch: gone if Redis lost its data
 HUBS = PREFIX + "hubs"  # sorted set: hub id -> heartbeat deadline (unix seconds)
 INSTANCE = PREFIX + "instance:"  # hash per live instance, for a new worker after a failover
 INSTANCE_IDS = PREFIX + "live"  # set of live instance ids
@@ -239,7 +240,8 @@ class RedisBackend(Backend):
                     self.client.zadd, HUBS, {hub.hub_id: time.time() + HUB_TIMEOUT_SECONDS}
                 )
             except redis.RedisError as exc:
-                logger.warning("Heartbeat of %s failed: %s", hub.hub_id, exc)
+                hub.fail(f"heartbeat failed: {exc}")
+                return
 
     async def _receive_batches(self, hub) -> None:
         from channels.layers import get_channel_layer
@@ -252,11 +254,8 @@ class RedisBackend(Backend):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("Receiving batches failed (%s); resyncing", exc)
-                expected = None
-                await asyncio.sleep(0.5)
-                await self._resync(hub)
-                continue
+                hub.fail(f"receiving batches failed: {exc}")
+                return
             epoch, seq = message["epoch"], message["seq"]
             if (epoch, seq) != (expected or (epoch, 0)):
                 # A message was lost (channels_redis drops when its connection does), or a new
@@ -335,8 +334,12 @@ class RedisBackend(Backend):
     def live_hubs(self) -> set[str]:
         now = time.monotonic()
         if now - self._live_hubs[0] > HEARTBEAT_SECONDS / 2:
+            # Hubs dead for a minute leave the set (their instances were released long before).
+            self.client.zremrangebyscore(HUBS, "-inf", time.time() - 60)
             members = self.client.zrangebyscore(HUBS, time.time(), "+inf")
             self._live_hubs = (now, {member.decode() for member in members})
+            for hub_id in set(self._hub_seq) - self._live_hubs[1]:
+                del self._hub_seq[hub_id]
         return self._live_hubs[1]
 
     # The worker's durable state, for a standby that takes over -----------------------------
@@ -395,6 +398,18 @@ class RedisBackend(Backend):
                 }
             )
         return loaded
+
+    def mark_state(self) -> None:
+        self.epoch = uuid.uuid4().hex
+        self._hub_seq.clear()
+        self.client.set(EPOCH, self.epoch)
+
+    def state_intact(self) -> bool:
+        return self.client.get(EPOCH) == self.epoch.encode()
+
+    def other_leader_since(self) -> bool:
+        current = self.client.get(EPOCH)
+        return current is not None and current != self.epoch.encode()
 
     def acquire_lease(self, token: str) -> bool:
         if self.client.set(LEASE, token, nx=True, px=LEASE_MS):
