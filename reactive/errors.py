@@ -126,3 +126,12 @@ def error_from_dict(error: dict[str, Any]) -> ProtocolError:
     exc = ProtocolError.__new__(_BY_CODE.get(error.get("code"), ServerError))
     ProtocolError.__init__(exc, error.get("message"), error.get("data"))
     return exc
+
+
+def plain_errors(errors: Any) -> Any:
+    """DRF's ``ErrorDetail`` lists as plain JSON (field -> list of messages)."""
+    if isinstance(errors, dict):
+        return {key: plain_errors(value) for key, value in errors.items()}
+    if isinstance(errors, list):
+        return [plain_errors(value) for value in errors]
+    return str(errors)

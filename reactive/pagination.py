@@ -35,7 +35,7 @@ from django.utils.duration import duration_iso_string
 from rest_framework import serializers
 
 from . import encoding
-from .errors import InvalidArgs, ReactiveError
+from .errors import InvalidArgs, ReactiveError, plain_errors
 
 # The continue_cursor of an empty first page: the position before every row. As a `cursor` it
 # means "from the start"; as an `end_cursor` it makes the page empty. Real cursors are base64 of
@@ -171,16 +171,8 @@ def _validated(pagination: Mapping[str, Any]) -> dict[str, Any]:
     """The options with defaults filled in; a dict that skipped ``PaginationOptions`` is checked."""
     serializer = PaginationOptions(data=dict(pagination) if isinstance(pagination, Mapping) else pagination)
     if not serializer.is_valid():
-        raise InvalidArgs("Invalid pagination options.", {"pagination": _plain(serializer.errors)})
+        raise InvalidArgs("Invalid pagination options.", {"pagination": plain_errors(serializer.errors)})
     return dict(serializer.validated_data)
-
-
-def _plain(errors: Any) -> Any:
-    if isinstance(errors, dict):
-        return {key: _plain(value) for key, value in errors.items()}
-    if isinstance(errors, list):
-        return [_plain(value) for value in errors]
-    return str(errors)
 
 
 def _check_shape(queryset: QuerySet) -> None:

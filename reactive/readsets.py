@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import re
 from collections.abc import Hashable, Iterable
@@ -585,12 +586,12 @@ def _add_nested(read_set: ReadSet, node, connection, seen: set[int], sql: str | 
         elif isinstance(node, _ExtraTable):
             read_set.add_table(node.table)
         elif isinstance(node, _RawFragment):
-            read_set.merge(read_set_of_raw_sql(node.sql, _known_tables()))
+            read_set.merge(read_set_of_raw_sql(node.sql, known_tables()))
         elif isinstance(node, ExtraWhere):
             for sql in node.sqls:
-                read_set.merge(read_set_of_raw_sql(sql, _known_tables()))
+                read_set.merge(read_set_of_raw_sql(sql, known_tables()))
         elif isinstance(node, RawSQL):
-            read_set.merge(read_set_of_raw_sql(node.sql, _known_tables()))
+            read_set.merge(read_set_of_raw_sql(node.sql, known_tables()))
         elif isinstance(node, (WhereNode, Q, Node)):
             stack.extend(node.children)
         elif isinstance(node, (list, tuple, set, frozenset)):
@@ -605,9 +606,10 @@ def _add_nested(read_set: ReadSet, node, connection, seen: set[int], sql: str | 
             stack.extend(getattr(node, name, None) for name in ("query", "query_object", "queryset"))
 
 
-def _known_tables() -> set[str]:
+@functools.cache
+def known_tables() -> frozenset[str]:
     """Every table of an installed model, auto-created m2m through tables included."""
-    return {model._meta.db_table for model in apps.get_models(include_auto_created=True)}
+    return frozenset(model._meta.db_table for model in apps.get_models(include_auto_created=True))
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar, overload
 from django.apps import apps
 from rest_framework import serializers
 
-from .errors import Forbidden, InvalidArgs, NotFound, Unauthenticated
+from .errors import Forbidden, InvalidArgs, NotFound, Unauthenticated, plain_errors
 
 Kind = Literal["query", "mutation", "action"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,7 +50,7 @@ class Function:
             )
         serializer = self.serializer_class(data=args)
         if not serializer.is_valid():
-            raise InvalidArgs(f"Invalid arguments for {self.name}.", _plain(serializer.errors))
+            raise InvalidArgs(f"Invalid arguments for {self.name}.", plain_errors(serializer.errors))
         return dict(serializer.validated_data)
 
     def check_permission(self, ctx: Any) -> None:
@@ -73,15 +73,6 @@ class _PermissionRequest:
     def __init__(self, ctx: Any) -> None:
         self.user = ctx.user
         self.auth = None
-
-
-def _plain(errors: Any) -> Any:
-    """DRF's ErrorDetail lists as plain JSON (field -> list of messages)."""
-    if isinstance(errors, dict):
-        return {key: _plain(value) for key, value in errors.items()}
-    if isinstance(errors, list):
-        return [_plain(value) for value in errors]
-    return str(errors)
 
 
 _functions: dict[str, Function] = {}

@@ -10,12 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
-
-from django.apps import apps
 
 from .errors import WriteInQuery
-from .readsets import ReadSet, read_set_of, read_set_of_raw_sql
+from .readsets import ReadSet, known_tables, read_set_of, read_set_of_raw_sql
 
 _local = threading.local()
 
@@ -76,12 +73,3 @@ def forbid_write() -> None:
     """Called before any write: inside a query run it is an error."""
     if current() is not None:
         raise WriteInQuery()
-
-
-@cache
-def known_tables() -> frozenset[str]:
-    """Every table of every installed model, including automatic many-to-many tables."""
-    tables = set()
-    for model in apps.get_models(include_auto_created=True):
-        tables.add(model._meta.db_table)
-    return frozenset(tables)
