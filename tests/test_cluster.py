@@ -88,6 +88,23 @@ async def test_write_through_one_server_reaches_a_subscriber_on_the_other(cluste
         no_violations(on_a, on_b)
 
 
+async def test_a_server_whose_first_socket_just_opened_gets_every_update(cluster: Cluster) -> None:
+    # The worker must send a process its updates even before that process shows up in the
+    # worker's (cached) set of live processes.
+    a, b = cluster.start_servers("server-a", "server-b")
+    worker = cluster.start_worker("worker")
+    await cluster.wait_for_leader([worker])
+    async with clients() as opened:
+        on_a = await open_client(opened, a)
+        (channel,) = await make_channels(on_a, 1, messages=0)
+        on_b = await open_client(opened, b)  # B's first socket: a new process for the worker
+        count = on_b.subscribe("chat.message_count", {"channel": channel})
+        assert await count.first() == 0
+        for index in range(3):
+            await on_a.mutation("chat.send_message", {"channel": channel, "body": f"m{index}"})
+        await count.wait_for(lambda value: value == 3, timeout=5)
+
+
 async def test_write_from_a_shell_process_reaches_subscribers(cluster: Cluster) -> None:
     a, b = cluster.start_servers("server-a", "server-b")
     worker = cluster.start_worker("worker")

@@ -305,7 +305,11 @@ class RedisBackend(Backend):
         if self._sender is None:
             self._sender = _LayerSender()
         messages = {}
-        for hub_id in self.live_hubs() | {reply.hub_id for reply in batch.replies}:
+        # Every live process (for the batch's version), and every process the batch concerns,
+        # even one that has not shown up in the (cached) live set yet.
+        targets = self.live_hubs() | {reply.hub_id for reply in batch.replies}
+        targets |= {hub_id for hubs in batch.audience.values() for hub_id in hubs}
+        for hub_id in targets:
             messages[hub_id] = {
                 "type": "reactive.batch",
                 "version": batch.version,
@@ -315,16 +319,14 @@ class RedisBackend(Backend):
             }
         for update in batch.updates:
             for hub_id in batch.audience.get(update.instance_id, ()):
-                if hub_id in messages:
-                    messages[hub_id]["updates"].append([update.instance_id, update.payload, update.is_error])
+                messages[hub_id]["updates"].append([update.instance_id, update.payload, update.is_error])
         for reply in batch.replies:
             messages[reply.hub_id]["replies"].append(
                 [reply.request_id, reply.instance_id, reply.payload, reply.is_error, reply.identity_bound]
             )
         for instance_id in batch.resubscribe:
             for hub_id in batch.audience.get(instance_id, ()):
-                if hub_id in messages:
-                    messages[hub_id]["resubscribe"].append(instance_id)
+                messages[hub_id]["resubscribe"].append(instance_id)
         for hub_id, message in messages.items():
             seq = self._hub_seq.get(hub_id, 0)
             self._hub_seq[hub_id] = seq + 1
