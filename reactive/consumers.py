@@ -73,6 +73,10 @@ def _in_thread(func, *args: Any, **kwargs: Any):
 
 class ReactiveConsumer(AsyncWebsocketConsumer):
     hub: Hub
+    # No channel-layer channel per socket: pushes come from the process's hub. (An alias that
+    # is not configured gives no layer; with channels_redis that saves a Redis subscription and
+    # a receive loop per socket.)
+    channel_layer_alias = "reactive.none"
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels 4.2+ hops to a thread (close_old_connections) before every handler; this
