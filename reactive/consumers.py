@@ -97,7 +97,12 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self.bucket = TokenBucket(reactive_settings.RATE_LIMIT_PER_SECOND, reactive_settings.RATE_LIMIT_BURST)
         self.max_message_bytes = reactive_settings.MAX_MESSAGE_BYTES
         self._outbox: collections.deque[str] = collections.deque()
+        self._outbox_bytes = 0
         self._outbox_ready = asyncio.Event()
+        # Set when the client reads slower than its values change: transitions stop queueing
+        # and mutation results wait in _held for the one catch-up transition.
+        self._lagging = False
+        self._held: list[str] = []
         self._mutations: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
         await self.accept()
@@ -130,22 +135,56 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
     def push(self, text: str) -> None:
         if not self.closed:
             self._outbox.append(text)
+            self._outbox_bytes += len(text)
             self._outbox_ready.set()
 
     def push_transition(self, version: int, entries: list[str]) -> None:
         self.last_version = max(self.last_version, version)
+        if self._lagging or self._outbox_bytes > reactive_settings.MAX_QUEUED_BYTES:
+            # Memory stays bounded for a client that stops reading (on a server with
+            # back-pressure): once it has read what is queued, one transition brings every
+            # subscription up to date.
+            self._lagging = True
+            self._outbox_ready.set()
+            return
         self.push(protocol.transition_frame(self.last_version, entries))
+
+    def push_result(self, text: str) -> None:
+        """A mutation result: after every transition its commit caused (guarantee 6)."""
+        if self._lagging:
+            self._held.append(text)
+        else:
+            self.push(text)
 
     def push_error(self, error: ProtocolError, **reference: int) -> None:
         self.push(protocol.error_frame(error, **reference))
+
+    def _catch_up(self) -> None:
+        """Queue one transition with the current value of every subscription, then what waited."""
+        self._lagging = False
+        entries = []
+        for sub_id, subscription in self.subscriptions.items():
+            instance = self.hub.instances.get(subscription.instance_id or "")
+            if instance is not None:
+                entries.append(instance.entry(sub_id))
+        self.last_version = max(self.last_version, self.hub.processed_version)
+        self.push(protocol.transition_frame(self.last_version, entries))
+        held, self._held = self._held, []
+        for text in held:
+            self.push(text)
 
     async def _write_outbox(self) -> None:
         try:
             while True:
                 await self._outbox_ready.wait()
                 self._outbox_ready.clear()
-                while self._outbox:
-                    await self.send(text_data=self._outbox.popleft())
+                while self._outbox or self._lagging:
+                    if not self._outbox:
+                        self._catch_up()
+                        continue
+                    text = self._outbox.popleft()
+                    self._outbox_bytes -= len(text)
+                    await self.send(text_data=text)
         except (OSError, RuntimeError) as exc:
             # The socket went away under a send (servers raise on sending after a close); the
             # disconnect handler does the cleanup.
@@ -285,7 +324,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                 if version is None:  # the log was unreachable; the hub is closing this socket
                     version = self.hub.processed_version
                 await self.hub.wait_processed(version)
-                self.push(protocol.mutation_result_frame(request_id, outcome.payload, version))
+                self.push_result(protocol.mutation_result_frame(request_id, outcome.payload, version))
             except ProtocolError as error:
                 self.push(protocol.failed_result_frame("mutation_result", request_id, error))
             finally:

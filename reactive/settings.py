@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 1024 * 1024,
     "MAX_SUBSCRIPTIONS": 1000,
     "MAX_INFLIGHT_REQUESTS": 100,
+    # Bytes of frames waiting for a slow client before its transitions are coalesced into one.
+    "MAX_QUEUED_BYTES": 1024 * 1024,
     # Token bucket per connection: sustained frames per second and burst size.
     "RATE_LIMIT_PER_SECOND": 200,
     "RATE_LIMIT_BURST": 1000,
