@@ -86,8 +86,7 @@ class Invalidator:
         if records and records[0].version != self.version + 1:
             # Records were trimmed before we read them: anything may have changed.
             affected = set(self.instances)
-        for record in records:
-            affected |= self.backend.index.match(record)
+        affected |= self.backend.index.match_all(records)
         ensures = []
         for request in requests:
             if isinstance(request, Ensure):
@@ -108,9 +107,13 @@ class Invalidator:
                 self._ensure(ensure, batch, runs)
         if hooks.before_register is not None:
             hooks.before_register(batch)
-        for instance_id_, run in runs.items():
-            if instance_id_ in self.instances:
-                self.backend.index.set(instance_id_, run.read_set)
+        self.backend.index.set_all(
+            {
+                instance_id_: run.read_set
+                for instance_id_, run in runs.items()
+                if instance_id_ in self.instances
+            }
+        )
         self._persist()
         for instance_id_ in [u.instance_id for u in batch.updates] + batch.resubscribe:
             instance = self.instances.get(instance_id_)
@@ -138,7 +141,7 @@ class Invalidator:
                 function = get_function(data["name"], "query")
                 args = function.validate_args(data["args"])
             except ProtocolError:
-                self.backend.forget_instance(data["id"])
+                self.backend.store_instances([], {data["id"]})
                 self.backend.index.remove(data["id"])
                 continue
             self.instances[data["id"]] = Instance(
@@ -164,11 +167,9 @@ class Invalidator:
         self._persist()
 
     def _persist(self) -> None:
-        for instance_id_ in self._dropped:
-            self.backend.forget_instance(instance_id_)
-        for instance_id_ in self._changed - self._dropped:
-            if instance_id_ in self.instances:
-                self.backend.save_instance(self.instances[instance_id_])
+        changed = [self.instances[i] for i in self._changed - self._dropped if i in self.instances]
+        if changed or self._dropped:
+            self.backend.store_instances(changed, self._dropped)
         self._changed.clear()
         self._dropped.clear()
 

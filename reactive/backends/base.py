@@ -120,6 +120,15 @@ class ReadSetIndex(ABC):
     def match(self, record: ChangeRecord) -> set[str]:
         """The instances whose read set one of the record's rows (old or new values) hits."""
 
+    def match_all(self, records: list[ChangeRecord]) -> set[str]:
+        """``match`` for a pass's records (a backend may do it in one round trip)."""
+        return set().union(*(self.match(record) for record in records))
+
+    def set_all(self, read_sets: dict[str, ReadSet]) -> None:
+        """``set`` for a pass's re-run instances."""
+        for instance_id, read_set in read_sets.items():
+            self.set(instance_id, read_set)
+
     @abstractmethod
     def instance_ids(self) -> set[str]: ...
 
@@ -157,11 +166,9 @@ class Backend(ABC):
         """Where a (new) worker resumes: the saved progress, else the log's head."""
         return self.log.head()
 
-    def save_instance(self, instance) -> None:  # noqa: B027
-        """Store a live instance (query, arguments, identity, latest result, hubs)."""
-
-    def forget_instance(self, instance_id: str) -> None:  # noqa: B027
-        pass
+    def store_instances(self, changed: list, dropped: set[str]) -> None:  # noqa: B027
+        """Store live instances (query, arguments, identity, latest result, hubs) and forget
+        dropped ones."""
 
     def load_instances(self) -> list[dict]:
         return []

@@ -142,10 +142,30 @@ class RedisIndex(ReadSetIndex):
         self._register(args=[PREFIX, instance_id, ""])
 
     def match(self, record: ChangeRecord) -> set[str]:
-        payload = orjson.dumps(
-            {"rows": [[r.table, r.old, r.new] for r in record.rows], "opaque": sorted(record.opaque_tables)}
-        )
-        return {member.decode() for member in self._match(args=[PREFIX, payload])}
+        return self.match_all([record])
+
+    def match_all(self, records: list[ChangeRecord]) -> set[str]:
+        # One match.lua call per change record, all of a pass's in one pipelined round trip.
+        if not records:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            payload = orjson.dumps(
+                {
+                    "rows": [[r.table, r.old, r.new] for r in record.rows],
+                    "opaque": sorted(record.opaque_tables),
+                }
+            )
+            self._match(args=[PREFIX, payload], client=pipe)
+        return {member.decode() for members in pipe.execute() for member in members}
+
+    def set_all(self, read_sets: dict[str, ReadSet]) -> None:
+        if not read_sets:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for instance_id, read_set in read_sets.items():
+            self._register(args=[PREFIX, instance_id, orjson.dumps(index_entries(read_set))], client=pipe)
+        pipe.execute()
 
     def instance_ids(self) -> set[str]:
         return {member.decode() for member in self.client.smembers(PREFIX + "instances")}
@@ -358,27 +378,25 @@ class RedisBackend(Backend):
             self._requests_cursor = "0-0"
         return int(version) if version is not None else self.log.head()
 
-    def save_instance(self, instance) -> None:
+    def store_instances(self, changed: list, dropped: set[str]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(
-            INSTANCE + instance.id,
-            mapping={
-                "name": instance.function.name,
-                "args": orjson.dumps(instance.raw_args),
-                "user": orjson.dumps(instance.user_id),
-                "bound": "1" if instance.identity_bound else "0",
-                "payload": instance.payload,
-                "error": "1" if instance.is_error else "0",
-                "hubs": orjson.dumps(sorted(instance.hubs)),
-            },
-        )
-        pipe.sadd(INSTANCE_IDS, instance.id)
-        pipe.execute()
-
-    def forget_instance(self, instance_id: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.delete(INSTANCE + instance_id)
-        pipe.srem(INSTANCE_IDS, instance_id)
+        for instance in changed:
+            pipe.hset(
+                INSTANCE + instance.id,
+                mapping={
+                    "name": instance.function.name,
+                    "args": orjson.dumps(instance.raw_args),
+                    "user": orjson.dumps(instance.user_id),
+                    "bound": "1" if instance.identity_bound else "0",
+                    "payload": instance.payload,
+                    "error": "1" if instance.is_error else "0",
+                    "hubs": orjson.dumps(sorted(instance.hubs)),
+                },
+            )
+            pipe.sadd(INSTANCE_IDS, instance.id)
+        for instance_id in dropped:
+            pipe.delete(INSTANCE + instance_id)
+            pipe.srem(INSTANCE_IDS, instance_id)
         pipe.execute()
 
     def load_instances(self) -> list[dict[str, Any]]:
