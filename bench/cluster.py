@@ -67,8 +67,8 @@ from bench.latency import (  # noqa: E402
     DaphneServer,
     FanoutPlan,
     Subscriber,
-    WriteRecord,
     _f,
+    analyse_fanout,
     close_all,
     free_port,
     machine_busy_seconds,
@@ -448,61 +448,6 @@ def cpu_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, A
 
 
 # -- part 1: commit -> client latency ---------------------------------------------------------
-
-
-def analyse_fanout(
-    groups: dict[str, list[Subscriber]], writes: list[WriteRecord], warmup: int, current: int
-) -> dict[str, Any]:
-    """``bench/latency.py``'s matching (value -> write by t0 order), per server as well.
-
-    Commit order is t0 order: Postgres holds the row lock of the UPDATE until COMMIT, so the
-    k-th smallest t0 produced the value warm-up + k."""
-    done = sorted((w for w in writes if w.t0_ns is not None), key=lambda w: w.t0_ns)
-    by_value = {warmup + i + 1: w for i, w in enumerate(done)}
-    latencies: list[int] = []
-    from_intended: list[int] = []
-    by_group: dict[str, list[int]] = {name: [] for name in groups}
-    per_value: dict[int, list[int]] = {v: [] for v in by_value}
-    coalesced = out_of_order = unexpected = lost = 0
-    for name, subscribers in groups.items():
-        for s in subscribers:
-            seen_last = warmup
-            seen: set[int] = set()
-            for t, frame in s.receipts:
-                for update in frame["updates"]:
-                    value = (update.get("value") or {}).get("value")
-                    write = by_value.get(value)
-                    if write is None:
-                        unexpected += 1
-                        continue
-                    if value <= seen_last:
-                        out_of_order += 1
-                    seen_last = max(seen_last, value)
-                    seen.add(value)
-                    latencies.append(t - write.t0_ns)
-                    by_group[name].append(t - write.t0_ns)
-                    from_intended.append(t - write.intended_ns)
-                    per_value[value].append(t - write.t0_ns)
-            coalesced += len(by_value) - len(seen)
-            if s.last_value() != current or not s.client.is_connected:
-                lost += 1
-    rtt = [w.done_ns - w.sent_ns for w in writes if w.done_ns is not None]
-    sends = [w.sent_ns for w in writes]
-    achieved = (len(sends) - 1) / ((sends[-1] - sends[0]) / 1e9) if len(sends) > 1 else None
-    return {
-        "achieved_rate": round(achieved, 2) if achieved else None,
-        "deliveries": len(latencies),
-        "latency_ms": summary_ms(latencies),
-        "latency_ms_by_server": {name: summary_ms(values) for name, values in by_group.items()},
-        "latency_from_intended_send_ms": summary_ms(from_intended),
-        "first_receiver_ms": summary_ms([min(v) for v in per_value.values() if v]),
-        "last_receiver_ms": summary_ms([max(v) for v in per_value.values() if v]),
-        "bump_round_trip_ms": summary_ms(rtt),
-        "coalesced": coalesced,
-        "out_of_order": out_of_order,
-        "unexpected_values": unexpected,
-        "lost_updates": lost,
-    }
 
 
 async def redis_fanout_case(

@@ -359,6 +359,61 @@ async def wait_all_at(subscribers: list[Subscriber], value: int, timeout: float)
     return time.monotonic() - started
 
 
+def analyse_fanout(
+    groups: dict[str, list[Subscriber]], writes: list[WriteRecord], warmup: int, current: int
+) -> dict[str, Any]:
+    """Match each pushed value to its write and summarise, overall and per group of subscribers.
+
+    Commit order is t0 order (the database holds the row's write lock from the UPDATE to the
+    COMMIT), so the k-th smallest t0 produced the value warm-up + k."""
+    done = sorted((w for w in writes if w.t0_ns is not None), key=lambda w: w.t0_ns)
+    by_value = {warmup + i + 1: w for i, w in enumerate(done)}
+    latencies: list[int] = []
+    from_intended: list[int] = []
+    by_group: dict[str, list[int]] = {name: [] for name in groups}
+    per_value: dict[int, list[int]] = {v: [] for v in by_value}
+    coalesced = out_of_order = unexpected = lost = 0
+    for name, subscribers in groups.items():
+        for s in subscribers:
+            seen_last = warmup
+            seen: set[int] = set()
+            for t, frame in s.receipts:
+                for update in frame["updates"]:
+                    value = (update.get("value") or {}).get("value")
+                    write = by_value.get(value)
+                    if write is None:
+                        unexpected += 1
+                        continue
+                    if value <= seen_last:
+                        out_of_order += 1
+                    seen_last = max(seen_last, value)
+                    seen.add(value)
+                    latencies.append(t - write.t0_ns)
+                    by_group[name].append(t - write.t0_ns)
+                    from_intended.append(t - write.intended_ns)
+                    per_value[value].append(t - write.t0_ns)
+            coalesced += len(by_value) - len(seen)
+            if s.last_value() != current or not s.client.is_connected:
+                lost += 1
+    rtt = [w.done_ns - w.sent_ns for w in writes if w.done_ns is not None]
+    sends = [w.sent_ns for w in writes]
+    achieved = (len(sends) - 1) / ((sends[-1] - sends[0]) / 1e9) if len(sends) > 1 else None
+    return {
+        "achieved_rate": round(achieved, 2) if achieved else None,
+        "deliveries": len(latencies),
+        "latency_ms": summary_ms(latencies),
+        "latency_ms_by_server": {name: summary_ms(values) for name, values in by_group.items()},
+        "latency_from_intended_send_ms": summary_ms(from_intended),
+        "first_receiver_ms": summary_ms([min(v) for v in per_value.values() if v]),
+        "last_receiver_ms": summary_ms([max(v) for v in per_value.values() if v]),
+        "bump_round_trip_ms": summary_ms(rtt),
+        "coalesced": coalesced,
+        "out_of_order": out_of_order,
+        "unexpected_values": unexpected,
+        "lost_updates": lost,
+    }
+
+
 async def fanout_case(server: DaphneServer, plan: FanoutPlan, warmup: int) -> dict[str, Any]:
     n, key = plan.subscribers, plan.subscribers
     result: dict[str, Any] = {
@@ -416,57 +471,16 @@ async def fanout_case(server: DaphneServer, plan: FanoutPlan, warmup: int) -> di
         if current != final:
             result["problems"].append(f"counter is {current}, expected {final} after {plan.writes} writes")
 
-        # Commit order is t0 order (SQLite holds the write lock from the UPDATE to the COMMIT), so
-        # the k-th smallest t0 produced the value warmup + k.
-        done = sorted((w for w in writes if w.t0_ns is not None), key=lambda w: w.t0_ns)
-        by_value = {warmup + i + 1: w for i, w in enumerate(done)}
-
-        latencies: list[int] = []
-        from_intended: list[int] = []
-        per_value: dict[int, list[int]] = {v: [] for v in by_value}
-        coalesced = out_of_order = unexpected = lost = 0
-        for s in subscribers:
-            seen_last = warmup
-            seen: set[int] = set()
-            for t, frame in s.receipts:
-                for update in frame["updates"]:
-                    value = (update.get("value") or {}).get("value")
-                    write = by_value.get(value)
-                    if write is None:
-                        unexpected += 1
-                        continue
-                    if value <= seen_last:
-                        out_of_order += 1
-                    seen_last = max(seen_last, value)
-                    seen.add(value)
-                    latencies.append(t - write.t0_ns)
-                    from_intended.append(t - write.intended_ns)
-                    per_value[value].append(t - write.t0_ns)
-            coalesced += len(by_value) - len(seen)
-            if s.last_value() != current or not s.client.is_connected:
-                lost += 1
-        first_recv = [min(v) for v in per_value.values() if v]
-        last_recv = [max(v) for v in per_value.values() if v]
-        rtt = [w.done_ns - w.sent_ns for w in writes if w.done_ns is not None]
-        sends = [w.sent_ns for w in writes]
-        achieved = (len(sends) - 1) / ((sends[-1] - sends[0]) / 1e9) if len(sends) > 1 else None
+        analysis = analyse_fanout({"server": subscribers}, writes, warmup, current)
+        deliveries, lost = analysis["deliveries"], analysis["lost_updates"]
+        out_of_order, unexpected = analysis["out_of_order"], analysis["unexpected_values"]
         runs_before = stats_before["runs"].get("benchapp.counter", 0)
         runs_after = stats_after["runs"].get("benchapp.counter", 0)
 
+        result.update(analysis)
         result.update(
             {
-                "achieved_rate": round(achieved, 2) if achieved else None,
-                "deliveries": len(latencies),
                 "expected_deliveries": n * plan.writes,
-                "latency_ms": summary_ms(latencies),
-                "latency_from_intended_send_ms": summary_ms(from_intended),
-                "first_receiver_ms": summary_ms(first_recv),
-                "last_receiver_ms": summary_ms(last_recv),
-                "bump_round_trip_ms": summary_ms(rtt),
-                "coalesced": coalesced,
-                "out_of_order": out_of_order,
-                "unexpected_values": unexpected,
-                "lost_updates": lost,
                 "final_value": current,
                 "query_reruns": runs_after - runs_before,
                 "bump_retries": stats_after["bump_retries"] - stats_before["bump_retries"],
@@ -474,9 +488,7 @@ async def fanout_case(server: DaphneServer, plan: FanoutPlan, warmup: int) -> di
                 "wall_seconds": round(wall, 3),
                 "server_cpu_seconds": round(server_cpu, 3),
                 "server_cpu_share": round(server_cpu / wall, 3),
-                "server_cpu_us_per_delivery": round(server_cpu / len(latencies) * 1e6, 1)
-                if latencies
-                else None,
+                "server_cpu_us_per_delivery": round(server_cpu / deliveries * 1e6, 1) if deliveries else None,
                 "loadgen_cpu_seconds": round(self_cpu, 3),
                 "loadgen_cpu_share": round(self_cpu / wall, 3),
                 # Everything else on the machine during the measured phase (other users' work).

@@ -31,6 +31,3 @@ class ChangeRecord:
     version: int
     rows: tuple[RowChange, ...] = ()
     opaque_tables: frozenset[str] = field(default_factory=frozenset)
-
-    def tables(self) -> set[str]:
-        return {row.table for row in self.rows} | set(self.opaque_tables)

@@ -56,4 +56,3 @@ def dumps_canonical(value: Any) -> bytes:
 
 
 loads = orjson.loads
-Fragment = orjson.Fragment

@@ -79,12 +79,6 @@ class ReadSet:
             for conjunction in conjunctions:
                 self.add(table, conjunction)
 
-    def schemes(self) -> Iterable[tuple[str, frozenset[str], Conjunction]]:
-        """(table, set of constrained columns, conjunction) for every conjunction."""
-        for table, conjunctions in self.tables.items():
-            for conjunction in conjunctions:
-                yield table, frozenset(column for column, _ in conjunction), conjunction
-
     def matches(self, table: str, row: dict[str, Hashable]) -> bool:
         """Whether a row of ``table`` (column -> canonical value) may change this read's result.
 

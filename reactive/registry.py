@@ -88,10 +88,6 @@ def get_function(name: Any, kind: Kind) -> Function:
     return function
 
 
-def all_functions() -> dict[str, Function]:
-    return dict(_functions)
-
-
 def _serializer_class(name: str, args: ArgsSpec) -> type[serializers.Serializer]:
     if args is None:
         args = {}
@@ -157,15 +153,3 @@ def _decorator(kind: Kind):
 query = _decorator("query")
 mutation = _decorator("mutation")
 action = _decorator("action")
-
-
-def get_function_or_none(name: str) -> Function | None:
-    return _functions.get(name)
-
-
-def find(name: Any) -> Function:
-    """The function registered as ``name`` whatever its kind; else ``NotFound``."""
-    function = _functions.get(name) if isinstance(name, str) else None
-    if function is None:
-        raise NotFound(f"No function named {name!r}.")
-    return function
