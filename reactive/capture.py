@@ -127,14 +127,15 @@ class _Retrier:
     def append(self, record: tuple[tuple[RowChange, ...], frozenset[str]]) -> int | None:
         from .backends import get_backend
 
+        if not self.pending:
+            # The usual path takes no lock: concurrent commits may be appended in either order.
+            try:
+                return get_backend().log.append(*record)
+            except Exception as exc:
+                logger.error("Could not append a committed change to the log (%s); retrying", exc)
         with self.lock:
-            if not self.pending:
-                try:
-                    return get_backend().log.append(*record)
-                except Exception as exc:
-                    logger.error("Could not append a committed change to the log (%s); retrying", exc)
             self.pending.append(record)
-            if self.thread is None or not self.thread.is_alive():
+            if self.thread is None:
                 self.thread = threading.Thread(target=self._retry, name="reactive-publish-retry", daemon=True)
                 self.thread.start()
         return None
@@ -150,6 +151,7 @@ class _Retrier:
                         get_backend().log.append(*self.pending[0])
                         self.pending.pop(0)
                     logger.warning("Appended the changes the log had refused")
+                    self.thread = None  # under the lock: a record added later starts a new one
                     return
                 except Exception:
                     pass
