@@ -41,7 +41,7 @@ WATCH_INSTANCE = "bench-overhead"
 
 def _watch(on: bool) -> None:
     from reactive.backends import get_backend
-    from reactive.readsets import ReadSet
+    from reactive.capture.readsets import ReadSet
 
     index = get_backend().index
     if on:

@@ -13,15 +13,17 @@ get the new result after every commit that changes it::
 
 from typing import Any
 
-__all__ = ["ReactiveError", "action", "mutation", "paginate", "query"]
+__all__ = ["Page", "PaginationOptions", "ReactiveError", "action", "mutation", "paginate", "query"]
 
 # Imported on first use, so that ``reactive.client`` loads without Django.
 _EXPORTS = {
     "ReactiveError": ("reactive.errors", "ReactiveError"),
-    "action": ("reactive.registry", "action"),
-    "mutation": ("reactive.registry", "mutation"),
-    "query": ("reactive.registry", "query"),
-    "paginate": ("reactive.pagination", "paginate"),
+    "action": ("reactive.functions.registry", "action"),
+    "mutation": ("reactive.functions.registry", "mutation"),
+    "query": ("reactive.functions.registry", "query"),
+    "paginate": ("reactive.functions.pagination", "paginate"),
+    "PaginationOptions": ("reactive.functions.pagination", "PaginationOptions"),
+    "Page": ("reactive.functions.pagination", "Page"),
 }
 
 

@@ -1,6 +1,10 @@
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
 
+from . import backends, checks  # noqa: F401  (system checks register on import)
+from .capture import commits, patches
+from .settings import reactive_settings
+
 
 class ReactiveConfig(AppConfig):
     name = "reactive"
@@ -8,8 +12,6 @@ class ReactiveConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, patches  # noqa: F401  (system checks register on import)
-        from .settings import reactive_settings
-
         patches.install()
+        commits.connect(backends.sink)
         autodiscover_modules(reactive_settings.FUNCTIONS_MODULE)

@@ -7,7 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
-from .settings import DEFAULTS
+from .backends import backend_class
+from .settings import DEFAULTS, reactive_settings
 
 
 @register()
@@ -25,10 +26,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                     id="reactive.E002",
                 )
             )
-    from .settings import reactive_settings
-
-    if reactive_settings.BACKEND not in ("embedded", "redis"):
-        messages.append(Error("REACTIVE['BACKEND'] must be 'embedded' or 'redis'.", id="reactive.E003"))
+    try:
+        backend_class(reactive_settings.BACKEND)
+    except ImportError as exc:
+        messages.append(Error(str(exc), id="reactive.E003"))
     if reactive_settings.BACKEND == "redis" and not reactive_settings.REDIS_URL:
         messages.append(
             Error("The redis backend needs REACTIVE['REDIS_URL'] (or REDIS_URL).", id="reactive.E004")

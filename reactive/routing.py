@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .consumers import ReactiveConsumer
+from .server.consumer import ReactiveConsumer
 from .settings import reactive_settings
 
 websocket_urlpatterns = [path(reactive_settings.WEBSOCKET_PATH, ReactiveConsumer.as_asgi())]

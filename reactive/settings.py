@@ -6,6 +6,7 @@ the project's value or the default, and the object reloads when a test changes `
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -59,8 +60,6 @@ class ReactiveSettings:
         user = getattr(settings, "REACTIVE", {}) or {}
         value = user.get(name, DEFAULTS[name])
         if name == "REDIS_URL" and value is None:
-            import os
-
             value = os.environ.get("REDIS_URL")
         if name == "BACKEND" and "BACKEND" not in user and self.REDIS_URL:
             value = "redis"

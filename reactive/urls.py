@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from .server import views
 
 app_name = "reactive"
 

@@ -219,7 +219,7 @@ class Harness:
     async def fresh(self, name: str, args: dict[str, Any] | None = None) -> Any:
         """A fresh run of a query: the oracle's reference."""
         if self.mode == "inprocess":
-            from reactive.execution import call_query
+            from reactive.engine.execution import call_query
 
             return await self.call(call_query, name, args or {}, None)
         return await (await self.control()).action("testapp.fresh", {"name": name, "args": args or {}})
@@ -234,8 +234,8 @@ class Harness:
 
     async def instance_runs(self, name: str, args: dict[str, Any]) -> int:
         """How many times the shared instance of a query ran."""
-        from reactive.instances import SHARED, instance_base, instance_id
-        from reactive.registry import get_function
+        from reactive.engine.instances import SHARED, instance_base, instance_id
+        from reactive.functions.registry import get_function
 
         validated = get_function(name, "query").validate_args(args)
         key = instance_id(instance_base(name, validated), SHARED)

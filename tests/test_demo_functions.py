@@ -17,9 +17,9 @@ import project.chat.functions
 import project.tasks.functions
 from project.chat.models import Channel, Message
 from project.tasks.models import Task
-from reactive.context import Context
 from reactive.errors import InvalidArgs, ReactiveError, Unauthenticated
-from reactive.registry import get_function
+from reactive.functions.context import Context
+from reactive.functions.registry import get_function
 
 T0 = datetime.datetime(2024, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -493,7 +493,7 @@ def test_seed_demo_keeps_existing_data(channel):
 
 @pytest.mark.django_db(transaction=True)
 def test_demo_functions_through_the_engine(user):
-    from reactive.execution import call_mutation, call_query, run_query
+    from reactive.engine.execution import call_mutation, call_query, run_query
 
     channel_id = call_mutation("chat.create_channel", {"name": "general", "welcome": "Hi"}, user).value
     message_id = call_mutation("chat.send_message", {"channel": channel_id, "body": "hello"}, user).value

@@ -1,4 +1,4 @@
-"""reactive.pagination: keyset pages that never leave a gap or a duplicate."""
+"""reactive.functions.pagination: keyset pages that never leave a gap or a duplicate."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from project.chat.models import Channel, Message
 from project.tasks.models import Task
 from reactive import ReactiveError, paginate
 from reactive.errors import InvalidArgs
-from reactive.pagination import (
+from reactive.functions.pagination import (
     START_CURSOR,
     PaginationOptions,
     UnsupportedQueryset,

@@ -10,8 +10,8 @@ import pytest
 from django.db import close_old_connections
 
 from reactive.client import ReactiveClient
-from reactive.instances import SHARED, instance_base, instance_id
-from reactive.invalidation import hooks
+from reactive.engine.instances import SHARED, instance_base, instance_id
+from reactive.engine.invalidator import hooks
 from tests import writes
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

@@ -29,7 +29,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reactive.readsets import (
+from reactive.capture.readsets import (
     ANY_ROW,
     ANY_TABLE,
     MAX_CONJUNCTIONS,

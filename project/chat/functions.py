@@ -8,8 +8,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from rest_framework import serializers
 
-from reactive import ReactiveError, mutation, paginate, query
-from reactive.pagination import Page, PaginationOptions
+from reactive import Page, PaginationOptions, ReactiveError, mutation, paginate, query
 
 from .models import Channel, Message
 

@@ -1,17 +1,22 @@
-"""The backend boundary: what the engine needs from a log, an index and a transport.
+"""The backend contract: what the engine needs from a log, an index and a transport.
 
-The invalidator (``invalidation.py``) and the per-process hub (``hub.py``) are written against
-these classes only; the embedded backend implements them in memory, the Redis backend with
-Redis streams, Lua scripts and channels_redis.
+The invalidator (``engine/invalidator.py``) and the per-process hub (``server/hub.py``) are
+written against these classes only; the embedded backend implements them in memory, the Redis
+backend with Redis streams, Lua scripts and channels_redis. ``tests/test_backend_contract.py``
+pins what every backend must do.
+
+A backend runs no engine code: the server starts the invalidator (``engine.worker``) where
+``worker_in_server`` says, and the backend only carries what the invalidator reads and sends.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..changes import ChangeRecord, RowChange
-from ..readsets import ReadSet
+from ..records import ChangeRecord, ReadSet, RowChange
 
 # Messages from a hub to the invalidator ------------------------------------------------------
 
@@ -136,14 +141,28 @@ class ReadSetIndex(ABC):
 class Backend(ABC):
     log: ChangeLog
     index: ReadSetIndex
+    # Whether each server process runs the invalidator (``engine.worker.ensure_running``); if not,
+    # ``manage.py reactive_worker`` does.
+    worker_in_server: bool = True
+    # The invalidator this process runs, if any (set by the worker; tests read its counters).
+    invalidator: Any = None
+    # The (BACKEND, REDIS_URL) settings it was made from: a change of either makes a new one.
+    configured_as: tuple[Any, Any] | None = None
+
+    def __init__(self) -> None:
+        self._on_close: list[Callable[[], None]] = []
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the backend closes (the worker stops with it)."""
+        self._on_close.append(callback)
 
     @abstractmethod
     def submit(self, request: Request) -> None:
         """Send a request from a hub to the invalidator (any thread)."""
 
     @abstractmethod
-    def connect_hub(self, hub) -> None:
-        """Deliver batches to ``hub`` from now on; start the invalidator if it runs in-process."""
+    async def connect_hub(self, hub) -> None:
+        """Deliver batches to ``hub`` from now on."""
 
     @abstractmethod
     def disconnect_hub(self, hub) -> None: ...
@@ -195,5 +214,8 @@ class Backend(ABC):
     def release_lease(self, token: str) -> None:  # noqa: B027
         pass
 
-    def close(self) -> None:  # noqa: B027 (optional for backends with no background work)
-        """Stop background work (tests)."""
+    def close(self) -> None:
+        """Stop background work (tests, a change of settings)."""
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()

@@ -11,15 +11,14 @@ what the Redis backend is for.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import threading
 import time
 
-from ..changes import ChangeRecord, RowChange
-from ..index import InMemoryIndex
+from ..records import ChangeRecord, RowChange
 from ..settings import reactive_settings
-from .base import Backend, Batch, ChangeLog, Request
+from .base import Backend, Batch, ChangeLog, DropHub, Request
+from .index import InMemoryIndex
 
 
 class EmbeddedLog(ChangeLog):
@@ -52,13 +51,12 @@ class EmbeddedLog(ChangeLog):
 
 class EmbeddedBackend(Backend):
     def __init__(self) -> None:
+        super().__init__()
         self._wakeup = threading.Condition()
         self.log = EmbeddedLog(reactive_settings.CHANGE_LOG_LENGTH, self._wakeup)
         self.index = InMemoryIndex()
         self._requests: collections.deque[Request] = collections.deque()
         self._hubs: dict[str, object] = {}
-        self._worker = None
-        self.invalidator = None  # set by the worker thread
 
     def submit(self, request: Request) -> None:
         with self._wakeup:
@@ -67,17 +65,9 @@ class EmbeddedBackend(Backend):
 
     async def connect_hub(self, hub) -> None:
         self._hubs[hub.hub_id] = hub
-        if self._worker is None:
-            from ..worker import Worker
-
-            self._worker = Worker(self)
-            threading.Thread(target=self._worker.run_forever, name="reactive-worker", daemon=True).start()
-            await asyncio.to_thread(self._worker.leading.wait, 10)
 
     def disconnect_hub(self, hub) -> None:
         if self._hubs.pop(hub.hub_id, None) is not None:
-            from .base import DropHub
-
             self.submit(DropHub(hub.hub_id))
 
     def next_work(self, after: int, timeout: float) -> tuple[list[ChangeRecord], list[Request]]:
@@ -93,7 +83,5 @@ class EmbeddedBackend(Backend):
             hub.deliver_threadsafe(batch)
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        super().close()
         self._hubs.clear()

@@ -9,7 +9,7 @@ from typing import Any
 from rest_framework import serializers
 
 from reactive import ReactiveError, action, mutation, query
-from reactive.execution import call_query
+from reactive.engine.execution import call_query
 from tests import writes
 
 

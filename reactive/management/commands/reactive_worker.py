@@ -8,8 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from reactive.backends import get_backend
+from reactive.engine.worker import Worker
 from reactive.settings import reactive_settings
-from reactive.worker import Worker
 
 
 class Command(BaseCommand):

@@ -3,6 +3,8 @@
 With the Redis backend one worker runs at a time (``manage.py reactive_worker``); a second one
 waits as a standby, and takes over within the lease's lifetime when the first stops renewing
 it, resuming from the last processed version with the live instances the first one stored.
+On the embedded backend (and the Redis one with ``RUN_WORKER_IN_SERVER``) the server process
+runs it in a thread: ``ensure_running`` starts it when the first socket connects.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import uuid
 
 from django.db import close_old_connections, connection
 
-from .backends.base import Backend
-from .invalidation import Invalidator
+from ..backends.base import Backend
+from .invalidator import Invalidator
 
 logger = logging.getLogger("reactive.worker")
 
@@ -32,6 +34,8 @@ class Worker:
         self.token = uuid.uuid4().hex
         self.stopping = threading.Event()
         self.leading = threading.Event()
+        # Set once the first try for the lease has ended (leading, or standing by).
+        self.started = threading.Event()
         self.invalidator: Invalidator | None = None
 
     def stop(self) -> None:
@@ -44,10 +48,12 @@ class Worker:
                     self._lead()
                 else:
                     self.invalidator = None  # another worker leads: its state is the truth
+                    self.started.set()
                     time.sleep(STANDBY_POLL_SECONDS)
             except Exception:
                 # Typically the backend went away; keep what this worker knows and retry.
                 logger.exception("Worker error; retrying")
+                self.started.set()
                 self.leading.clear()
                 connection.close()
                 time.sleep(0.5)
@@ -64,6 +70,7 @@ class Worker:
             logger.info("Worker %s leads from version %s", self.token[:8], self.invalidator.version)
         invalidator = self.backend.invalidator = self.invalidator
         self.leading.set()
+        self.started.set()
         last_reap = last_batch = time.monotonic()
         while not self.stopping.is_set():
             if not self.backend.state_intact():
@@ -90,3 +97,30 @@ class Worker:
                 self.invalidator = None
                 break
         self.leading.clear()
+
+
+_started: dict[int, Worker] = {}
+_started_lock = threading.Lock()
+
+
+def ensure_running(backend: Backend) -> Worker | None:
+    """Start this process's worker thread for ``backend`` if it runs one and has none yet.
+
+    Returns the worker (None if the backend's worker runs elsewhere); it stops when the
+    backend closes. Callers that need it leading wait on ``worker.leading``.
+    """
+    if not backend.worker_in_server:
+        return None
+    with _started_lock:
+        worker = _started.get(id(backend))
+        if worker is None:
+            worker = _started[id(backend)] = Worker(backend)
+
+            def stop() -> None:
+                worker.stop()
+                with _started_lock:
+                    _started.pop(id(backend), None)
+
+            backend.on_close(stop)
+            threading.Thread(target=worker.run_forever, name="reactive-worker", daemon=True).start()
+    return worker

@@ -15,8 +15,8 @@ class Context:
     whether there is one, ``ctx.user_or_none`` the user or ``None``. A query that reads any of
     them depends on the caller's identity: its result is kept per user and it re-runs when the
     client signs in or out. A query that never reads them is shared by every caller.
-    In actions, ``ctx.run_query(name, args)`` and ``ctx.run_mutation(name, args)`` call other
-    functions as the same user.
+    In actions, ``ctx`` is an ``ActionContext`` (``engine/execution.py``): ``ctx.run_query(name,
+    args)`` and ``ctx.run_mutation(name, args)`` call other functions as the same user.
     """
 
     def __init__(
@@ -53,22 +53,9 @@ class Context:
         return self.user if self.is_authenticated else None
 
     def run_query(self, name: str, args: dict[str, Any] | None = None) -> Any:
-        """Run a query once, as this caller (actions only), and return its value."""
-        from .execution import call_query
-
-        self._require_action("run_query")
-        return call_query(name, args or {}, self._caller())
+        """Run a query once, as this caller, and return its value (actions only)."""
+        raise RuntimeError("ctx.run_query() is only available in actions.")
 
     def run_mutation(self, name: str, args: dict[str, Any] | None = None) -> Any:
         """Run a mutation in its own transaction, as this caller (actions only)."""
-        from .execution import call_mutation
-
-        self._require_action("run_mutation")
-        return call_mutation(name, args or {}, self._caller()).value
-
-    def _caller(self) -> Any:
-        return self.user
-
-    def _require_action(self, method: str) -> None:
-        if self.kind != "action":
-            raise RuntimeError(f"ctx.{method}() is only available in actions.")
+        raise RuntimeError("ctx.run_mutation() is only available in actions.")

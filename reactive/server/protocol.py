@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .errors import BadMessage, ProtocolError
+from ..errors import BadMessage, ProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_ID = 2**53 - 1

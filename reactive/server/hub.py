@@ -16,16 +16,41 @@ import logging
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from .backends import get_backend
-from .backends.base import Batch, Ensure, Release
-from .instances import candidate_ids, instance_base
-
-if TYPE_CHECKING:
-    from .consumers import ReactiveConsumer
+from ..backends import get_backend
+from ..backends.base import Batch, Ensure, Release
+from ..engine import worker
+from ..engine.instances import candidate_ids, instance_base
 
 logger = logging.getLogger("reactive.hub")
+
+# How long a new hub waits for this process's worker to take its first turn at the lease.
+WORKER_START_SECONDS = 10.0
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connection (``consumer.Subscriber`` implements it)."""
+
+    user_id: object | None
+
+    def push_transition(self, version: int, entries: list[str]) -> None:
+        """Queue one ``transition`` frame made of these update entries."""
+
+    def awaiting(self, sub_id: int, request_id: int) -> None:
+        """Subscription ``sub_id`` waits for the reply to request ``request_id``."""
+
+    def is_awaiting(self, sub_id: int, request_id: int) -> bool:
+        """Whether ``sub_id`` still waits for ``request_id`` (not unsubscribed or re-sent)."""
+
+    def attached(self, sub_id: int, instance_id: str) -> None:
+        """Subscription ``sub_id`` now follows ``instance_id``."""
+
+    def resubscribe(self, sub_id: int) -> None:
+        """Subscribe ``sub_id`` again as the connection's current user."""
+
+    def close_for_restart(self) -> None:
+        """Close the connection so that the client reconnects (the backend is unreachable)."""
 
 
 class LocalInstance:
@@ -34,7 +59,7 @@ class LocalInstance:
     __slots__ = ("entry_key", "identity_bound", "payload_text", "subscribers")
 
     def __init__(self, payload: bytes, is_error: bool, identity_bound: bool) -> None:
-        self.subscribers: dict[ReactiveConsumer, set[int]] = {}
+        self.subscribers: dict[Subscriber, set[int]] = {}
         self.identity_bound = identity_bound
         self.set_value(payload, is_error)
 
@@ -49,10 +74,11 @@ class LocalInstance:
 
 @dataclass(slots=True)
 class _Pending:
-    """An Ensure in flight: who asked, and the instance ids it may map to."""
+    """An Ensure in flight: who asked, what was sent, and the instance ids it may map to."""
 
-    consumer: ReactiveConsumer
+    consumer: Subscriber
     sub_id: int
+    request: Ensure
     candidates: tuple[str, ...]
 
 
@@ -70,13 +96,20 @@ class Hub:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
         self.closed = False
-        self.consumers: set[ReactiveConsumer] = set()
-        self.connected = loop.create_task(self.backend.connect_hub(self))
+        self.consumers: set[Subscriber] = set()
+        self.connected = loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        await self.backend.connect_hub(self)
+        started = worker.ensure_running(self.backend)
+        if started is not None:
+            # A mutation's result waits for the batch of its commit: the worker must be reading.
+            await asyncio.to_thread(started.started.wait, WORKER_START_SECONDS)
 
     # Called by consumers (event loop) ----------------------------------------------------
 
     def subscribe(
-        self, consumer: ReactiveConsumer, sub_id: int, name: str, validated: dict, raw_args: dict
+        self, consumer: Subscriber, sub_id: int, name: str, validated: dict, raw_args: dict
     ) -> None:
         """Attach a subscription; its first value reaches the consumer as a transition."""
         user_id = consumer.user_id
@@ -89,12 +122,13 @@ class Hub:
                 consumer.push_transition(self.processed_version, [instance.entry(sub_id)])
                 return
         request_id = next(self._request_ids)
-        self._requests[request_id] = _Pending(consumer, sub_id, candidates)
+        request = Ensure(request_id, self.hub_id, name, raw_args, user_id)
+        self._requests[request_id] = _Pending(consumer, sub_id, request, candidates)
         self._pending_candidates.update(candidates)
         consumer.awaiting(sub_id, request_id)
-        self._submit(Ensure(request_id, self.hub_id, name, raw_args, user_id))
+        self._submit(request)
 
-    def unsubscribe(self, consumer: ReactiveConsumer, sub_id: int, instance_id: str | None) -> None:
+    def unsubscribe(self, consumer: Subscriber, sub_id: int, instance_id: str | None) -> None:
         if instance_id is None:
             return  # still pending: the reply finds the subscription gone and releases
         instance = self.instances.get(instance_id)
@@ -119,6 +153,11 @@ class Hub:
         instance = self.instances.get(instance_id)
         return bool(instance and instance.identity_bound)
 
+    def entry(self, instance_id: str | None, sub_id: int) -> str | None:
+        """The current value of a local instance as an update entry for ``sub_id``, if known."""
+        instance = self.instances.get(instance_id) if instance_id is not None else None
+        return instance.entry(sub_id) if instance is not None else None
+
     # Called by the backend ---------------------------------------------------------------
 
     def deliver_threadsafe(self, batch: Batch) -> None:
@@ -128,7 +167,7 @@ class Hub:
             self.close()
 
     def apply_batch(self, batch: Batch) -> None:
-        frames: dict[ReactiveConsumer, list[str]] = {}
+        frames: dict[Subscriber, list[str]] = {}
         for update in batch.updates:
             instance = self.instances.get(update.instance_id)
             if instance is None:
@@ -180,9 +219,7 @@ class Hub:
 
     # Internals ---------------------------------------------------------------------------
 
-    def _attach(
-        self, instance: LocalInstance, instance_id: str, consumer: ReactiveConsumer, sub_id: int
-    ) -> None:
+    def _attach(self, instance: LocalInstance, instance_id: str, consumer: Subscriber, sub_id: int) -> None:
         instance.subscribers.setdefault(consumer, set()).add(sub_id)
         consumer.attached(sub_id, instance_id)
 
@@ -196,13 +233,8 @@ class Hub:
     def resubmit_pending(self) -> None:
         """Send every unanswered subscribe request again (the worker attaches idempotently)."""
         for request_id, pending in list(self._requests.items()):
-            subscription = pending.consumer.subscriptions.get(pending.sub_id)
-            if subscription is not None and subscription.request_id == request_id:
-                consumer = pending.consumer
-                args = subscription.raw_args
-                self._submit(
-                    Ensure(request_id, self.hub_id, subscription.function.name, args, consumer.user_id)
-                )
+            if pending.consumer.is_awaiting(pending.sub_id, request_id):
+                self._submit(pending.request)
 
     def _submit(self, request: Ensure | Release) -> None:
         try:

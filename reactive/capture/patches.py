@@ -7,8 +7,12 @@
   rows, limited to the columns live queries constrain, so a row leaving a result is seen.
 - ``CursorWrapper.execute`` / ``executemany`` / ``callproc``: SQL that bypassed the compilers
   (``cursor.execute``, ``.raw()``) is a read, or a write of every table it names.
-- ``BaseDatabaseWrapper.savepoint_rollback`` / ``commit`` / ``rollback``: drop the writes of a
-  rolled-back savepoint, and publish manual-mode transactions when they commit.
+- ``BaseDatabaseWrapper.savepoint_rollback`` / ``commit`` / ``rollback`` / ``close``: drop the
+  writes of a rolled-back savepoint or transaction, and hand a transaction's writes to the change
+  log when it commits (``commits.py``).
+- ``connection.transaction_mode`` (SQLite): the invalidator's snapshots begin as readers.
+
+``install()`` applies them once; ``uninstall()`` puts Django's own methods back.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from django.db.models.constants import OnConflict
 from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.query import Query
 
-from . import capture, tracking
-from .changes import RowChange
-from .readsets import ANY_TABLE, canonical_value, read_set_of_raw_sql
-from .settings import reactive_settings
+from ..records import ANY_TABLE, RowChange
+from . import commits, tracking
+from .readsets import canonical_value, read_set_of_raw_sql
 
 _local = threading.local()
-_installed = False
+# (owner, attribute, Django's original) of every patch applied, for uninstall().
+_originals: list[tuple[type, str, Any]] = []
 
 _WRITE_COMPILERS = (
     sql_compiler.SQLInsertCompiler,
@@ -42,20 +46,42 @@ _PK_CHUNK = 500
 
 
 def install() -> None:
-    global _installed
-    if _installed:
+    """Apply every patch (idempotent)."""
+    if _originals:
         return
-    _installed = True
-    sql_compiler.SQLCompiler.execute_sql = _wrap_read(sql_compiler.SQLCompiler.execute_sql)
-    sql_compiler.SQLInsertCompiler.execute_sql = _wrap_insert(sql_compiler.SQLInsertCompiler.execute_sql)
-    sql_compiler.SQLUpdateCompiler.execute_sql = _wrap_update(sql_compiler.SQLUpdateCompiler.execute_sql)
-    sql_compiler.SQLDeleteCompiler.execute_sql = _wrap_delete(sql_compiler.SQLDeleteCompiler.execute_sql)
-    CursorWrapper.execute = _wrap_cursor(CursorWrapper.execute)
-    CursorWrapper.executemany = _wrap_cursor(CursorWrapper.executemany)
-    CursorWrapper.callproc = _wrap_callproc(CursorWrapper.callproc)
-    BaseDatabaseWrapper.savepoint_rollback = _wrap_savepoint_rollback(BaseDatabaseWrapper.savepoint_rollback)
-    BaseDatabaseWrapper.commit = _wrap_commit(BaseDatabaseWrapper.commit)
-    BaseDatabaseWrapper.rollback = _wrap_rollback(BaseDatabaseWrapper.rollback)
+    _patch(sql_compiler.SQLCompiler, "execute_sql", _wrap_read)
+    _patch(sql_compiler.SQLInsertCompiler, "execute_sql", _wrap_insert)
+    _patch(sql_compiler.SQLUpdateCompiler, "execute_sql", _wrap_update)
+    _patch(sql_compiler.SQLDeleteCompiler, "execute_sql", _wrap_delete)
+    _patch(CursorWrapper, "execute", _wrap_cursor)
+    _patch(CursorWrapper, "executemany", _wrap_cursor)
+    _patch(CursorWrapper, "callproc", _wrap_callproc)
+    _patch(BaseDatabaseWrapper, "savepoint_rollback", _wrap_savepoint_rollback)
+    _patch(BaseDatabaseWrapper, "commit", _wrap_commit)
+    _patch(BaseDatabaseWrapper, "rollback", _wrap_rollback)
+    _patch(BaseDatabaseWrapper, "close", _wrap_close)
+
+
+def uninstall() -> None:
+    """Put back Django's own methods, newest patch first."""
+    while _originals:
+        owner, attribute, original = _originals.pop()
+        if original is _INHERITED:
+            delattr(owner, attribute)
+        else:
+            setattr(owner, attribute, original)
+
+
+def installed() -> bool:
+    return bool(_originals)
+
+
+_INHERITED = object()  # the class had no method of its own (SQLDeleteCompiler.execute_sql)
+
+
+def _patch(owner: type, attribute: str, wrap) -> None:
+    _originals.append((owner, attribute, owner.__dict__.get(attribute, _INHERITED)))
+    setattr(owner, attribute, wrap(getattr(owner, attribute)))
 
 
 class _InCompiler:
@@ -102,11 +128,11 @@ def _wrap_insert(original):
         table = self.query.get_meta().db_table
         if self.query.on_conflict == OnConflict.UPDATE:
             # An upsert changes rows we did not read: every reader of the table is affected.
-            capture.record(self.connection, [], {table})
+            commits.record(self.connection, [], {table})
         else:
             # With ignore_conflicts (many-to-many add), rows that already existed are reported as
             # inserted too: that only widens.
-            capture.record(self.connection, _inserted_rows(self, returning_fields, returned))
+            commits.record(self.connection, _inserted_rows(self, returning_fields, returned))
         return returned
 
     return execute_sql
@@ -148,9 +174,9 @@ def _wrap_update(original):
         with _in_compiler:
             result = original(self, result_type)
         if old is None:
-            capture.record(self.connection, [], {table})
+            commits.record(self.connection, [], {table})
         else:
-            capture.record(self.connection, _updated_rows(self, table, fields, old))
+            commits.record(self.connection, _updated_rows(self, table, fields, old))
         return result
 
     return execute_sql
@@ -181,9 +207,9 @@ def _wrap_delete(original):
         with _in_compiler:
             result = original(self, *args, **kwargs)
         if old is None:
-            capture.record(self.connection, [], {table})
+            commits.record(self.connection, [], {table})
         else:
-            capture.record(self.connection, [RowChange(table, image, None) for image in old])
+            commits.record(self.connection, [RowChange(table, image, None) for image in old])
         return result
 
     return execute_sql
@@ -192,11 +218,7 @@ def _wrap_delete(original):
 def _image_fields(meta) -> list | None:
     """The fields whose old values an update or delete must read: the primary key and every
     column that a live query constrains. ``None``: the table is ignored or nobody watches it."""
-    from .backends import get_backend
-
-    if meta.db_table in reactive_settings.IGNORED_TABLES:
-        return None
-    watched = get_backend().index.watched_columns(meta.db_table)
+    watched = commits.watched_columns(meta.db_table)
     if watched is None:
         return None
     return [f for f in meta.local_concrete_fields if f.primary_key or f.column in watched]
@@ -267,7 +289,7 @@ def _wrap_cursor(original):
         result = original(self, sql, *args, **kwargs)
         if kind == "write":
             tables = set(read_set_of_raw_sql(str(sql), tracking.known_tables()).tables)
-            capture.record(self.db, [], tables or {ANY_TABLE})
+            commits.record(self.db, [], tables or {ANY_TABLE})
         elif kind == "read":
             tracking.record_raw_sql_read(str(sql))
         return result
@@ -281,7 +303,7 @@ def _wrap_callproc(original):
         # A stored procedure may read or write anything.
         tracking.forbid_write()
         result = original(self, *args, **kwargs)
-        capture.record(self.db, [], {ANY_TABLE})
+        commits.record(self.db, [], {ANY_TABLE})
         return result
 
     return callproc
@@ -294,16 +316,19 @@ def _wrap_savepoint_rollback(original):
     @wraps(original)
     def savepoint_rollback(self, sid):
         original(self, sid)
-        capture.savepoint_rolled_back(self, sid)
+        commits.savepoint_rolled_back(self, sid)
 
     return savepoint_rollback
 
 
 def _wrap_commit(original):
+    # Every commit passes here: the outermost atomic block's and a manual transaction's. The
+    # writes are handed over before Django runs the on_commit callbacks, so a failing callback
+    # cannot keep them from the log.
     @wraps(original)
     def commit(self):
         original(self)
-        capture.manual_commit_done(self)
+        commits.committed(self)
 
     return commit
 
@@ -312,9 +337,19 @@ def _wrap_rollback(original):
     @wraps(original)
     def rollback(self):
         original(self)
-        capture.manual_rollback_done(self)
+        commits.rolled_back(self)
 
     return rollback
+
+
+def _wrap_close(original):
+    # A connection closed inside a transaction loses the transaction.
+    @wraps(original)
+    def close(self):
+        commits.rolled_back(self)
+        original(self)
+
+    return close
 
 
 def deferred_sqlite_transactions(connection) -> None:

@@ -11,8 +11,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import WriteInQuery
-from .readsets import ReadSet, known_tables, read_set_of, read_set_of_raw_sql
+from ..errors import WriteInQuery
+from ..records import ReadSet
+from .readsets import known_tables, read_set_of, read_set_of_raw_sql
 
 _local = threading.local()
 

@@ -42,61 +42,12 @@ from django.db.models.sql.where import AND, OR, ExtraWhere, NothingNode, WhereNo
 from django.utils import timezone
 from django.utils.tree import Node
 
-# The table name standing for "every table": what a raw SQL read whose tables are unknown reads.
-ANY_TABLE = "*"
-
-Conjunction = frozenset  # frozenset[tuple[str, Hashable]]
-ANY_ROW: Conjunction = frozenset()
+from ..records import ANY_ROW, ANY_TABLE, Conjunction, ReadSet
 
 # Caps on the disjunctive normal form: past them a condition is dropped (the read set widens),
 # so a huge `__in` or a product of ORs can't make a read set (and its matching) explode.
 MAX_IN_VALUES = 64
 MAX_CONJUNCTIONS = 256
-
-
-class ReadSet:
-    """Tables read and, per table, the equality conjunctions that bound the rows read."""
-
-    __slots__ = ("tables",)
-
-    def __init__(self, tables: dict[str, set[Conjunction]] | None = None) -> None:
-        self.tables: dict[str, set[Conjunction]] = tables if tables is not None else {}
-
-    def add(self, table: str, conjunction: Conjunction = ANY_ROW) -> None:
-        conjunctions = self.tables.setdefault(table, set())
-        if ANY_ROW in conjunctions:
-            return
-        if conjunction == ANY_ROW:
-            conjunctions.clear()
-        conjunctions.add(conjunction)
-
-    def add_table(self, table: str) -> None:
-        """Depend on every row of ``table``."""
-        self.add(table, ANY_ROW)
-
-    def merge(self, other: ReadSet) -> None:
-        for table, conjunctions in other.tables.items():
-            for conjunction in conjunctions:
-                self.add(table, conjunction)
-
-    def matches(self, table: str, row: dict[str, Hashable]) -> bool:
-        """Whether a row of ``table`` (column -> canonical value) may change this read's result.
-
-        A missing column in ``row`` is treated as unknown, so it matches any value.
-        """
-        if ANY_TABLE in self.tables:
-            return True
-        conjunctions = self.tables.get(table, ())
-        return any(
-            all(column not in row or row[column] == value for column, value in conjunction)
-            for conjunction in conjunctions
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ReadSet) and self.tables == other.tables
-
-    def __repr__(self) -> str:
-        return f"ReadSet({self.tables!r})"
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar, overload
 from django.apps import apps
 from rest_framework import serializers
 
-from .errors import Forbidden, InvalidArgs, NotFound, Unauthenticated, plain_errors
+from ..errors import Forbidden, InvalidArgs, NotFound, Unauthenticated, plain_errors
 
 Kind = Literal["query", "mutation", "action"]
 F = TypeVar("F", bound=Callable[..., Any])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from . import encoding
+from ..functions import encoding
 
 SHARED = "*"
 

@@ -34,8 +34,8 @@ from django.db.models.utils import create_namedtuple_class
 from django.utils.duration import duration_iso_string
 from rest_framework import serializers
 
+from ..errors import InvalidArgs, ReactiveError, plain_errors
 from . import encoding
-from .errors import InvalidArgs, ReactiveError, plain_errors
 
 # The continue_cursor of an empty first page: the position before every row. As a `cursor` it
 # means "from the start"; as an `end_cursor` it makes the page empty. Real cursors are base64 of

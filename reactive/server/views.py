@@ -14,10 +14,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import encoding
-from .errors import BadMessage, ProtocolError, TooLarge, Unauthenticated
-from .execution import call_action, call_mutation, call_query, guarded
-from .settings import reactive_settings
+from ..engine.execution import call_action, call_mutation, call_query, guarded
+from ..errors import BadMessage, ProtocolError, TooLarge, Unauthenticated
+from ..functions import encoding
+from ..settings import reactive_settings
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

@@ -15,12 +15,15 @@ from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 
-from . import capture, encoding, tracking
-from .context import Context
-from .errors import ProtocolError, ServerError, error_from_dict
-from .readsets import ReadSet
-from .registry import Function, get_function
-from .settings import reactive_settings
+from ..backends import get_backend
+from ..capture import commits, tracking
+from ..errors import ProtocolError, ServerError, error_from_dict
+from ..functions import encoding
+from ..functions.context import Context
+from ..functions.registry import Function, get_function
+from ..models import MutationRecord
+from ..records import ReadSet
+from ..settings import reactive_settings
 
 logger = logging.getLogger("reactive.execution")
 
@@ -130,9 +133,6 @@ _SQLITE_ATTEMPTS = 8
 
 
 def _stored_outcome(session_id: str, request_id: int) -> MutationOutcome | None:
-    from .backends import get_backend
-    from .models import MutationRecord
-
     stored = MutationRecord.lookup(session_id, request_id)
     return MutationOutcome(stored, get_backend().log.head(), replayed=True) if stored is not None else None
 
@@ -140,14 +140,11 @@ def _stored_outcome(session_id: str, request_id: int) -> MutationOutcome | None:
 def _run_mutation(
     function: Function, args: dict[str, Any], user: Any, session_id: str | None, request_id: int | None
 ) -> MutationOutcome:
-    from .backends import get_backend
-    from .models import MutationRecord
-
     validated = function.validate_args(args)
     ctx = Context.for_user(user, kind="mutation", session_id=session_id)
     for attempt in range(_SQLITE_ATTEMPTS):
         try:
-            with capture.commit_versions() as commits, transaction.atomic():
+            with commits.commit_versions() as published, transaction.atomic():
                 function.check_permission(ctx)
                 payload = encoding.dumps(function.func(ctx, **validated))
                 if session_id is not None and request_id is not None:
@@ -163,8 +160,8 @@ def _run_mutation(
             if connection.vendor != "sqlite" or "locked" not in str(exc) or attempt == _SQLITE_ATTEMPTS - 1:
                 raise
             time.sleep(0.002 * 2**attempt)
-    if commits.last is not None:
-        return MutationOutcome(payload, commits.last)
+    if published.last is not None:
+        return MutationOutcome(payload, published.last)
     try:
         return MutationOutcome(payload, get_backend().log.head())
     except Exception:  # the log is unreachable; the result stands, without a version to wait for
@@ -175,9 +172,19 @@ def call_action(name: str, args: dict[str, Any], user: Any) -> bytes:
     """Run an action: no transaction, may call out, may run queries and mutations."""
     function = get_function(name, "action")
     validated = function.validate_args(args)
-    ctx = Context.for_user(user, kind="action")
+    ctx = ActionContext.for_user(user, kind="action")
     function.check_permission(ctx)
     return encoding.dumps(function.func(ctx, **validated))
+
+
+class ActionContext(Context):
+    """``ctx`` in an action: it may run queries and mutations as the same caller."""
+
+    def run_query(self, name: str, args: dict[str, Any] | None = None) -> Any:
+        return call_query(name, args or {}, self.user)
+
+    def run_mutation(self, name: str, args: dict[str, Any] | None = None) -> Any:
+        return call_mutation(name, args or {}, self.user).value
 
 
 def guarded(function_name: str, call, *args: Any, **kwargs: Any) -> Any:

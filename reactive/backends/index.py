@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 
-from .backends.base import ReadSetIndex
-from .changes import ChangeRecord, RowImage
-from .readsets import ANY_TABLE, ReadSet
+from ..records import ANY_TABLE, ChangeRecord, ReadSet, RowImage
+from .base import ReadSetIndex
 
 Scheme = tuple[str, ...]  # sorted column names; () = every row of the table
 Entry = tuple[str, Scheme, tuple[Hashable, ...]]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +20,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import close_old_connections
 
+from ..engine.execution import call_action, call_mutation, guarded
+from ..errors import BadMessage, LimitExceeded, ProtocolError, RateLimited, TooLarge, Unauthenticated
+from ..functions.registry import Function, get_function
+from ..settings import reactive_settings
 from . import protocol
-from .errors import BadMessage, LimitExceeded, ProtocolError, RateLimited, TooLarge, Unauthenticated
-from .execution import call_action, call_mutation, guarded
 from .hub import Hub, get_hub
-from .registry import Function, get_function
-from .settings import reactive_settings
+from .throttling import TokenBucket
 
 logger = logging.getLogger("reactive.consumers")
 
@@ -38,24 +38,6 @@ class Subscription:
     raw_args: dict[str, Any]
     instance_id: str | None = None
     request_id: int | None = None
-
-
-class TokenBucket:
-    """Frames allowed per second, with a burst; a flood gets ``rate_limited`` errors."""
-
-    __slots__ = ("burst", "rate", "tokens", "updated")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst, self.tokens, self.updated = rate, burst, burst, time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 def _in_thread(func, *args: Any, **kwargs: Any):
@@ -164,9 +146,9 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self._lagging = False
         entries = []
         for sub_id, subscription in self.subscriptions.items():
-            instance = self.hub.instances.get(subscription.instance_id or "")
-            if instance is not None:
-                entries.append(instance.entry(sub_id))
+            entry = self.hub.entry(subscription.instance_id, sub_id)
+            if entry is not None:
+                entries.append(entry)
         self.last_version = max(self.last_version, self.hub.processed_version)
         self.push(protocol.transition_frame(self.last_version, entries))
         held, self._held = self._held, []

@@ -14,22 +14,21 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
 
-from . import encoding
-from .backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release, Subscribed
-from .context import Context
-from .errors import ProtocolError
+from ..backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release, Subscribed
+from ..errors import ProtocolError
+from ..functions import encoding
+from ..functions.context import Context
+from ..functions.registry import Function, get_function
+from ..models import MutationRecord
+from ..settings import reactive_settings
 from .execution import QueryRun, run_query, server_error
 from .instances import SHARED, candidate_ids, identity_of, instance_base, instance_id
-from .patches import deferred_sqlite_transactions
-from .registry import Function, get_function
-from .settings import reactive_settings
+from .snapshot import read_snapshot
 
 logger = logging.getLogger("reactive.invalidation")
 
@@ -100,7 +99,7 @@ class Invalidator:
         # Hubs per instance before the runs: those of an instance dropped in the pass (it began to
         # read the caller's identity) must still be told to resubscribe.
         self._hubs_of = {i: set(instance.hubs) for i, instance in self.instances.items()}
-        with self._snapshot():
+        with read_snapshot():
             for instance_id_ in sorted(affected & self.instances.keys()):
                 self._rerun(self.instances[instance_id_], batch, runs)
             for ensure in ensures:
@@ -172,16 +171,6 @@ class Invalidator:
             self.backend.store_instances(changed, self._dropped)
         self._changed.clear()
         self._dropped.clear()
-
-    @contextmanager
-    def _snapshot(self):
-        """One read-only snapshot for every run of a pass."""
-        deferred_sqlite_transactions(connection)
-        with transaction.atomic():
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield
 
     def _run(self, function: Function, args: dict[str, Any], user_id: object | None) -> QueryRun:
         self.runs[function.name] += 1
@@ -269,8 +258,6 @@ class Invalidator:
         if now - self._last_cleanup < _CLEANUP_EVERY_SECONDS:
             return
         self._last_cleanup = now
-        from .models import MutationRecord
-
         try:
             MutationRecord.delete_expired(reactive_settings.MUTATION_RESULT_TTL_HOURS)
         except Exception as exc:

@@ -1,0 +1,68 @@
+"""The read-set index in Redis, after django-cacheops: schemes, conjunction sets and a reverse
+index per instance, maintained by ``lua/register.lua`` and matched by ``lua/match.lua``."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import redis
+
+from ...records import ChangeRecord, ReadSet
+from ..base import ReadSetIndex
+from .keys import PREFIX, WATCHED_CACHE_SECONDS, index_entries, script
+
+
+class RedisIndex(ReadSetIndex):
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._register = script(client, "register")
+        self._match = script(client, "match")
+        self._watched: dict[str, tuple[float, frozenset[str] | None]] = {}
+
+    def watched_columns(self, table: str) -> frozenset[str] | None:
+        # A stale answer is safe: a column missing from a row image, or a table written as a
+        # whole, widens the match. A second's cache saves a round trip per write.
+        now = time.monotonic()
+        cached = self._watched.get(table)
+        if cached is not None and now - cached[0] < WATCHED_CACHE_SECONDS:
+            return cached[1]
+        schemes = self.client.smembers(PREFIX + "schemes:" + table)
+        columns = frozenset(c for s in schemes for c in s.decode().split(",") if c) if schemes else None
+        self._watched[table] = (now, columns)
+        return columns
+
+    def set(self, instance_id: str, read_set: ReadSet) -> None:
+        self._register(args=[PREFIX, instance_id, orjson.dumps(index_entries(read_set))])
+
+    def remove(self, instance_id: str) -> None:
+        self._register(args=[PREFIX, instance_id, ""])
+
+    def match(self, record: ChangeRecord) -> set[str]:
+        return self.match_all([record])
+
+    def match_all(self, records: list[ChangeRecord]) -> set[str]:
+        # One match.lua call per change record, all of a pass's in one pipelined round trip.
+        if not records:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            payload = orjson.dumps(
+                {
+                    "rows": [[r.table, r.old, r.new] for r in record.rows],
+                    "opaque": sorted(record.opaque_tables),
+                }
+            )
+            self._match(args=[PREFIX, payload], client=pipe)
+        return {member.decode() for members in pipe.execute() for member in members}
+
+    def set_all(self, read_sets: dict[str, ReadSet]) -> None:
+        if not read_sets:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for instance_id, read_set in read_sets.items():
+            self._register(args=[PREFIX, instance_id, orjson.dumps(index_entries(read_set))], client=pipe)
+        pipe.execute()
+
+    def instance_ids(self) -> set[str]:
+        return {member.decode() for member in self.client.smembers(PREFIX + "instances")}

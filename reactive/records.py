@@ -1,0 +1,89 @@
+"""What flows between the stages: what a query read, and what a commit wrote.
+
+- ``ReadSet`` (capture -> index): the rows a query run depends on.
+- ``RowChange`` and ``ChangeRecord`` (capture -> change log -> invalidator): what a commit wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+# The table name standing for "every table": what a raw SQL read whose tables are unknown reads.
+ANY_TABLE = "*"
+
+Conjunction = frozenset  # frozenset[tuple[str, Hashable]]
+ANY_ROW: Conjunction = frozenset()
+
+
+class ReadSet:
+    """Tables read and, per table, the equality conjunctions that bound the rows read."""
+
+    __slots__ = ("tables",)
+
+    def __init__(self, tables: dict[str, set[Conjunction]] | None = None) -> None:
+        self.tables: dict[str, set[Conjunction]] = tables if tables is not None else {}
+
+    def add(self, table: str, conjunction: Conjunction = ANY_ROW) -> None:
+        conjunctions = self.tables.setdefault(table, set())
+        if ANY_ROW in conjunctions:
+            return
+        if conjunction == ANY_ROW:
+            conjunctions.clear()
+        conjunctions.add(conjunction)
+
+    def add_table(self, table: str) -> None:
+        """Depend on every row of ``table``."""
+        self.add(table, ANY_ROW)
+
+    def merge(self, other: ReadSet) -> None:
+        for table, conjunctions in other.tables.items():
+            for conjunction in conjunctions:
+                self.add(table, conjunction)
+
+    def matches(self, table: str, row: dict[str, Hashable]) -> bool:
+        """Whether a row of ``table`` (column -> canonical value) may change this read's result.
+
+        A missing column in ``row`` is treated as unknown, so it matches any value.
+        """
+        if ANY_TABLE in self.tables:
+            return True
+        conjunctions = self.tables.get(table, ())
+        return any(
+            all(column not in row or row[column] == value for column, value in conjunction)
+            for conjunction in conjunctions
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReadSet) and self.tables == other.tables
+
+    def __repr__(self) -> str:
+        return f"ReadSet({self.tables!r})"
+
+
+# A row image: canonical values of the columns that were captured. A column missing from an
+# image is unknown, and the matcher treats it as matching any value (it widens, never narrows).
+RowImage = dict[str, Hashable]
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """One written row: its values before (``None`` for an insert) and after (``None`` for a delete)."""
+
+    table: str
+    old: RowImage | None
+    new: RowImage | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """Everything one commit wrote, with the commit's place in the change log.
+
+    ``opaque_tables`` are tables written in a way whose rows are unknown (raw SQL, an upsert,
+    a write to a table nobody watched at the time): every reader of them is affected.
+    ``readsets.ANY_TABLE`` among them means every table.
+    """
+
+    version: int
+    rows: tuple[RowChange, ...] = ()
+    opaque_tables: frozenset[str] = field(default_factory=frozenset)

@@ -1,0 +1,203 @@
+"""What every backend must do, pinned once and run against each (after Channels' test_layers.py).
+
+The embedded backend runs in both passes; the Redis backend where ``REDIS_URL`` is set (the
+Redis + Postgres pass), on a Redis database of its own so that it never meets the test servers'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from reactive.backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release
+from reactive.backends.embedded import EmbeddedBackend
+from reactive.records import ANY_TABLE, ReadSet, RowChange
+from tests.conftest import private_redis_database
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if request.param == "embedded":
+        made: Backend = EmbeddedBackend()
+    else:
+        url = os.environ.get("REDIS_URL")
+        if not url:
+            pytest.skip("the Redis backend's contract runs in the Redis pass (REDIS_URL)")
+        from reactive.backends.redis import RedisBackend
+
+        made = RedisBackend(private_redis_database(url))
+    yield made
+    made.close()
+
+
+def channel_read_set(channel: int) -> ReadSet:
+    read_set = ReadSet()
+    read_set.add("chat_message", frozenset({("channel_id", channel)}))
+    return read_set
+
+
+def append(backend: Backend, *rows: RowChange, opaque: frozenset[str] = frozenset()) -> int:
+    return backend.log.append(tuple(rows), opaque)
+
+
+def matched(backend: Backend, version: int) -> set[str]:
+    """The instances the record appended at ``version``, as read back from the log, matches."""
+    (record,) = [r for r in backend.log.read_after(version - 1, 10) if r.version == version]
+    return backend.index.match_all([record])
+
+
+# The change log -------------------------------------------------------------------------------
+
+
+def test_versions_grow_and_head_is_the_last_appended(backend: Backend) -> None:
+    first = append(backend, RowChange("chat_message", None, {"id": 1}))
+    second = append(backend, RowChange("chat_message", None, {"id": 2}))
+    assert second > first
+    assert backend.log.head() == second
+
+
+def test_read_after_returns_later_records_oldest_first_with_their_versions(backend: Backend) -> None:
+    start = backend.log.head()
+    versions = [append(backend, RowChange("chat_message", None, {"id": i})) for i in range(5)]
+    records = backend.log.read_after(start, 100)
+    assert [r.version for r in records] == versions
+    assert [r.version for r in backend.log.read_after(versions[1], 2)] == versions[2:4]
+    assert backend.log.read_after(versions[-1], 100) == []
+
+
+def test_records_keep_their_tables_and_opaque_tables(backend: Backend) -> None:
+    version = append(
+        backend,
+        RowChange("chat_message", {"id": 1}, None),
+        RowChange("chat_channel", None, {"id": 2}),
+        opaque=frozenset({"tasks_task"}),
+    )
+    (record,) = backend.log.read_after(version - 1, 1)
+    assert [row.table for row in record.rows] == ["chat_message", "chat_channel"]
+    assert record.rows[0].new is None and record.rows[1].old is None
+    assert record.opaque_tables == {"tasks_task"}
+
+
+# The read-set index ---------------------------------------------------------------------------
+
+
+def test_a_row_matches_by_its_new_values_and_by_its_old_values(backend: Backend) -> None:
+    backend.index.set("rq.a", channel_read_set(5))
+    inserted = append(backend, RowChange("chat_message", None, {"id": 1, "channel_id": 5}))
+    moved_away = append(
+        backend, RowChange("chat_message", {"id": 1, "channel_id": 5}, {"id": 1, "channel_id": 6})
+    )
+    elsewhere = append(backend, RowChange("chat_message", None, {"id": 2, "channel_id": 6}))
+    assert matched(backend, inserted) == {"rq.a"}
+    assert matched(backend, moved_away) == {"rq.a"}
+    assert matched(backend, elsewhere) == set()
+
+
+def test_an_unknown_column_widens_the_match(backend: Backend) -> None:
+    backend.index.set("rq.a", channel_read_set(5))
+    version = append(backend, RowChange("chat_message", None, {"id": 1}))
+    assert matched(backend, version) == {"rq.a"}
+
+
+def test_values_of_different_types_never_meet(backend: Backend) -> None:
+    backend.index.set("rq.a", channel_read_set(5))
+    version = append(backend, RowChange("chat_message", None, {"id": 1, "channel_id": "5"}))
+    assert matched(backend, version) == set()
+
+
+def test_a_table_written_opaquely_matches_every_reader_of_it(backend: Backend) -> None:
+    backend.index.set("rq.a", channel_read_set(5))
+    whole = ReadSet()
+    whole.add_table("tasks_task")
+    backend.index.set("rq.b", whole)
+    version = append(backend, opaque=frozenset({"chat_message"}))
+    assert matched(backend, version) == {"rq.a"}
+    everything = append(backend, opaque=frozenset({ANY_TABLE}))
+    assert matched(backend, everything) == {"rq.a", "rq.b"}
+
+
+def test_watched_columns_name_what_live_read_sets_constrain(backend: Backend) -> None:
+    # (A backend may cache the answer briefly: a stale None only makes writers record the table
+    # as a whole, which widens. So each table is asked once, after its read sets are set.)
+    backend.index.set("rq.a", channel_read_set(5))
+    assert backend.index.watched_columns("chat_message") == {"channel_id"}
+    assert backend.index.watched_columns("tasks_task") is None
+
+
+def test_set_replaces_and_remove_forgets_an_instance(backend: Backend) -> None:
+    backend.index.set("rq.a", channel_read_set(5))
+    backend.index.set("rq.a", channel_read_set(6))
+    on_five = append(backend, RowChange("chat_message", None, {"id": 1, "channel_id": 5}))
+    on_six = append(backend, RowChange("chat_message", None, {"id": 2, "channel_id": 6}))
+    assert matched(backend, on_five) == set()
+    assert matched(backend, on_six) == {"rq.a"}
+    backend.index.remove("rq.a")
+    assert matched(backend, on_six) == set()
+    assert "rq.a" not in backend.index.instance_ids()
+
+
+# Requests and batches -------------------------------------------------------------------------
+
+
+def test_requests_reach_the_invalidator_in_order_with_the_records_after_its_version(
+    backend: Backend,
+) -> None:
+    after = backend.load_progress()
+    version = append(backend, RowChange("chat_message", None, {"id": 1}))
+    sent = [
+        Ensure(1, "hub.a", "chat.list_messages", {"channel": 5}, None),
+        Release("hub.a", "rq.a"),
+        DropHub("hub.a"),
+    ]
+    for request in sent:
+        backend.submit(request)
+    records, requests = backend.next_work(after, timeout=1.0)
+    assert [r.version for r in records] == [version]
+    assert requests == sent
+    assert backend.next_work(version, timeout=0.05) == ([], [])
+
+
+class _Hub:
+    """The side of a hub a backend talks to: it only collects what arrives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.hub_id = "hub.contract"
+        self.loop = loop
+        self.instances: dict[str, object] = {}
+        self.batches: list[Batch] = []
+        self.arrived = asyncio.Event()
+        self.failures: list[str] = []
+
+    def apply_batch(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self.arrived.set()
+
+    def deliver_threadsafe(self, batch: Batch) -> None:
+        self.loop.call_soon_threadsafe(self.apply_batch, batch)
+
+    def fail(self, reason: str) -> None:
+        self.failures.append(reason)
+
+
+async def test_a_connected_hub_gets_every_batch_delivered_after_in_order(backend: Backend) -> None:
+    hub = _Hub(asyncio.get_running_loop())
+    await backend.connect_hub(hub)
+    try:
+        await asyncio.sleep(0)
+        for version in (10, 11, 12):
+            batch = Batch(version, updates=[InstanceUpdate("rq.a", b'{"n":%d}' % version, False)])
+            batch.audience["rq.a"] = frozenset({hub.hub_id})
+            await asyncio.to_thread(backend.deliver, batch)
+        async with asyncio.timeout(10):
+            while len([b for b in hub.batches if b.updates]) < 3:
+                hub.arrived.clear()
+                await hub.arrived.wait()
+        delivered = [b for b in hub.batches if b.updates]
+        assert [b.version for b in delivered] == [10, 11, 12]
+        assert [bytes(b.updates[0].payload) for b in delivered] == [b'{"n":10}', b'{"n":11}', b'{"n":12}']
+        assert hub.failures == []
+    finally:
+        backend.disconnect_hub(hub)
