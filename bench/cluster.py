@@ -7,7 +7,7 @@ Run from the repository root (after ``make install``; needs ``redis-server`` and
     .venv/bin/python bench/cluster.py            # the full run, about 4-5 minutes
     .venv/bin/python bench/cluster.py --quick    # a smoke test: tiny counts
 
-A private ``redis-server`` and Postgres (``tests/services.py``), a database migrated with
+A private ``redis-server`` and Postgres (``harness/services.py``), a database migrated with
 ``bench.cluster_settings`` (``bench.settings`` on the Redis backend), two Daphne servers A and B
 and one ``manage.py reactive_worker``, all on loopback. This process is the load generator.
 
@@ -259,7 +259,7 @@ class Cluster:
     # lifecycle
 
     def start(self) -> None:
-        from tests.services import start_postgres, start_redis
+        from harness.services import start_postgres, start_redis
 
         errors: list[BaseException] = []
 
@@ -1410,7 +1410,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
          f"{m['python']} / {m['django']} / {m['daphne']} / {m['websockets']}"],
         ["channels_redis / redis-py / redis-server / PostgreSQL",
          f"{m.get('channels_redis')} / {m.get('redis_py')} / {m.get('redis_server')} / {m.get('postgres')}"],
-        ["Postgres options", "fsync=off, synchronous_commit=off, full_page_writes=off (tests/services.py)"],
+        ["Postgres options", "fsync=off, synchronous_commit=off, full_page_writes=off (harness/services.py)"],
         ["kernel", m["kernel"]],
         ["git commit", str(m["git_commit"])],
     ]  # fmt: skip
@@ -1584,7 +1584,7 @@ def main() -> int:
                 report["latency"].append(embedded_row(run_fanout(fanout, plan.warmup, workdir)))
 
     if parts & {"latency", "roundtrips", "lag"}:
-        from tests.services import scratch_parent
+        from harness.services import scratch_parent
 
         directory = Path(tempfile.mkdtemp(prefix="reactive-bench-cluster-", dir=scratch_parent()))
         directory.chmod(0o755)  # as root, Postgres runs as another user inside it

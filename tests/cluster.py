@@ -21,9 +21,10 @@ from typing import Any
 
 import redis
 
+from harness.ports import free_port, wait_for_port
+from harness.processes import ASGI_APP, DAPHNE_LIMITS, ROOT
+from harness.services import Service, start_redis
 from reactive.client import ReactiveClient, ReactiveClientError, Subscription
-from tests.conftest import ASGI_APP, DAPHNE_LIMITS, ROOT, free_port, wait_for_port
-from tests.services import Service, start_redis
 
 SETTINGS = "tests.cluster_settings"
 TEMPLATE_DATABASE = "reactive_cluster_template"
