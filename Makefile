@@ -53,7 +53,7 @@ test-js: install clients/js/node_modules/.installed
 test: lint test-embedded test-redis test-js
 
 bench: install
-	$(BIN)/python bench/latency.py
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) clients/js/node_modules db.sqlite3 db.sqlite3-* .test-db.sqlite3*
