@@ -41,9 +41,9 @@ test-embedded: install
 	env -u REDIS_URL -u DATABASE_URL $(BIN)/pytest -m "not redis_only" $(PYTEST_ARGS)
 
 # Redis backend: Redis + Postgres from REDIS_URL/DATABASE_URL, else private servers on free
-# loopback ports (redis-server and Debian's postgresql, see tests/services.py).
+# loopback ports (redis-server and Debian's postgresql, see harness/services.py).
 test-redis: install
-	$(BIN)/python -m tests.services run -- $(BIN)/pytest -m "not embedded_only" $(PYTEST_ARGS)
+	$(BIN)/python -m harness.services run -- $(BIN)/pytest -m "not embedded_only" $(PYTEST_ARGS)
 
 test-python: test-embedded test-redis
 
@@ -53,7 +53,7 @@ test-js: install clients/js/node_modules/.installed
 test: lint test-embedded test-redis test-js
 
 bench: install
-	$(BIN)/python bench/latency.py
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) clients/js/node_modules db.sqlite3 db.sqlite3-* .test-db.sqlite3*

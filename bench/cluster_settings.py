@@ -1,7 +1,7 @@
-"""Settings of ``bench/cluster.py``: ``bench.settings`` (the demo plus ``bench.benchapp``) on the
-Redis backend, with Postgres from ``DATABASE_URL`` and channels_redis on ``REDIS_URL``, as
-``project/settings.py`` does when both are set. Servers run no worker of their own: one
-``manage.py reactive_worker`` process holds the lease, as in production."""
+"""Settings of the Redis parts (``bench/cluster.py``): ``bench.settings`` (the demo plus
+``bench.benchapp``) on the Redis backend, with Postgres from ``DATABASE_URL`` and channels_redis on
+``REDIS_URL``, as ``project/settings.py`` does when both are set. Servers run no worker of their
+own: one ``manage.py reactive_worker`` process holds the lease, as in production."""
 
 import os
 

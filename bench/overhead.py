@@ -1,174 +1,154 @@
-"""Worker of the ORM-write overhead benchmark; ``bench/latency.py`` runs it in a subprocess.
+"""Part: what write tracking adds to plain ORM writes, and the rows of its table.
 
-    DJANGO_SETTINGS_MODULE=bench.settings_plain SQLITE_PATH=/tmp/x.sqlite3 \
-        python -m bench.overhead --variants plain --iterations 3000
-    (then commands on stdin: ``round plain``, ``check``, ``quit``)
-
-Migrates a fresh SQLite database, then times plain ORM writes on ``benchapp.Item``, one round per
-``round`` command. Variants:
-``plain`` (settings without ``reactive``), ``unwatched`` (``reactive`` installed, no read set
-names the table: a write costs its capture and one append to the in-memory log) and ``watched``
-(a read set on ``benchapp_item.group`` is registered, so updates and deletes first read the old
-``group`` of the rows they touch). ``bench/latency.py`` runs a plain and a reactive worker and
-alternates rounds between them and between variants.
+Two ``bench.overhead_worker`` subprocesses on fresh SQLite databases, no server: one with
+``bench.settings_plain`` (no ``reactive``), one with ``bench.settings`` (``reactive`` capturing
+every write, with the table unwatched and then watched). Rounds alternate between the variants,
+so whatever else the machine does drifts over all three alike.
 """
 
 from __future__ import annotations
 
-import argparse
-import gc
+import contextlib
 import json
-import os
+import select
+import statistics
+import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench import Broken
+from bench.overhead_worker import OPERATION_LABELS, OPERATIONS
+from bench.plans import Plan
+from bench.servers import embedded_env
+from bench.tables import number
+from harness.processes import ROOT
 
-OPERATIONS = ("create", "update", "save", "delete", "atomic10")
-OPERATION_LABELS = {
-    "create": "Item.objects.create() (autocommit)",
-    "update": "filter(pk=).update(value=)",
-    "save": "item.save() (an UPDATE)",
-    "delete": "filter(pk=).delete()",
-    "atomic10": "atomic() block of 10 creates",
-}
-WATCH_INSTANCE = "bench-overhead"
+OVERHEAD_ROUND_TIMEOUT_S = 300.0
 
 
-def _watch(on: bool) -> None:
-    from reactive.backends import get_backend
-    from reactive.capture.readsets import ReadSet
+class OverheadWorker:
+    """A ``bench.overhead_worker`` subprocess, driven one round at a time over stdin/stdout."""
 
-    index = get_backend().index
-    if on:
-        index.set(WATCH_INSTANCE, ReadSet({"benchapp_item": {frozenset({("group", 1)})}}))
-    else:
-        index.remove(WATCH_INSTANCE)
+    def __init__(self, settings: str, variants: str, iterations: int, workdir: Path) -> None:
+        db = workdir / f"overhead-{settings.rsplit('.', 1)[-1]}.sqlite3"
+        self.settings = settings
+        self.stderr = (workdir / f"overhead-{settings.rsplit('.', 1)[-1]}.log").open("w+")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.overhead_worker",
+                "--variants",
+                variants,
+                "--iterations",
+                str(iterations),
+            ],
+            cwd=ROOT,
+            env=embedded_env(settings, db),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            start_new_session=True,
+        )
+        self.read()  # {"ready": true} once migrated
+
+    def read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], OVERHEAD_ROUND_TIMEOUT_S)
+        if not ready:
+            raise Broken(f"overhead worker ({self.settings}) gave no answer in {OVERHEAD_ROUND_TIMEOUT_S} s")
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self.stderr.seek(0)
+            raise Broken(f"overhead worker ({self.settings}) exited:\n{self.stderr.read()[-2000:]}")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.process.poll() is None:
+                assert self.process.stdin is not None
+                self.process.stdin.write("quit\n")
+                self.process.stdin.close()
+                self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stderr.close()
 
 
-def _timed(func: Any, count: int) -> float:
-    """Mean microseconds per call of ``func(i)`` for ``i`` in ``range(count)``."""
-    gc.collect()
-    start = time.perf_counter_ns()
-    for i in range(count):
-        func(i)
-    return (time.perf_counter_ns() - start) / count / 1000
-
-
-def one_round(iterations: int) -> dict[str, float]:
-    """Time each operation once over ``iterations`` rows; leaves the table empty."""
-    from django.db import transaction
-
-    from bench.benchapp.models import Item
-
-    items: list[Any] = []
-    pks: list[int] = []
-
-    def create(i: int) -> None:
-        item = Item.objects.create(group=i % 10, value=i)
-        items.append(item)
-        pks.append(item.pk)
-
-    def update(i: int) -> None:
-        Item.objects.filter(pk=pks[i]).update(value=i + 1)
-
-    def save(i: int) -> None:
-        item = items[i]
-        item.value = i + 2
-        item.save()
-
-    def delete(i: int) -> None:
-        Item.objects.filter(pk=pks[i]).delete()
-
-    def atomic10(i: int) -> None:
-        with transaction.atomic():
-            for j in range(10):
-                Item.objects.create(group=(i + j) % 10, value=j)
-
-    result = {
-        "create": _timed(create, iterations),
-        "update": _timed(update, iterations),
-        "save": _timed(save, iterations),
-        "delete": _timed(delete, iterations),
-        "atomic10": _timed(atomic10, max(1, iterations // 10)),
+def run_overhead(plan: Plan, workdir: Path) -> dict[str, Any]:
+    """Rounds alternate plain / unwatched / watched, across the two worker processes."""
+    out: dict[str, Any] = {"iterations": plan.overhead_iterations, "repeats": plan.overhead_repeats}
+    workers: list[OverheadWorker] = []
+    try:
+        plain = OverheadWorker("bench.settings_plain", "plain", plan.overhead_iterations, workdir)
+        workers.append(plain)
+        reactive = OverheadWorker("bench.settings", "unwatched,watched", plan.overhead_iterations, workdir)
+        workers.append(reactive)
+        order = [("plain", plain), ("unwatched", reactive), ("watched", reactive)]
+        warmup = max(10, plan.overhead_iterations // 10)
+        for variant, worker in order:  # discarded: imports, statement caches, first pages
+            worker.ask(f"round {variant} {warmup}")
+        runs: dict[str, list[dict[str, float]]] = {variant: [] for variant, _ in order}
+        for repeat in range(plan.overhead_repeats):
+            # Rotate the order each round so no variant always runs right after another one.
+            for variant, worker in order[repeat % 3 :] + order[: repeat % 3]:
+                runs[variant].append(worker.ask(f"round {variant}"))
+        out["checks"] = {"plain": plain.ask("check"), "reactive": reactive.ask("check")}
+    finally:
+        for worker in workers:
+            worker.close()
+    plain_check = out["checks"]["plain"]
+    if (
+        plain_check["reactive_modules"]
+        or plain_check["bench_functions_imported"]
+        or plain_check["compilers_patched"]
+    ):
+        raise Broken(f"the plain overhead run loaded reactive: {plain_check}")
+    median = {
+        variant: {op: statistics.median(r[op] for r in rows) for op in OPERATIONS}
+        for variant, rows in runs.items()
     }
-    Item.objects.all().delete()  # untimed: the next round starts from an empty table
-    return result
+    out["median_us"] = median
+    out["runs_us"] = {
+        variant: {op: [round(r[op], 2) for r in rows] for op in OPERATIONS} for variant, rows in runs.items()
+    }
+    out["ratio"] = {
+        name: {op: median[name][op] / median["plain"][op] for op in OPERATIONS}
+        for name in ("unwatched", "watched")
+    }
+    return out
 
 
-def serve(variants: list[str], iterations: int) -> None:
-    """Answer the driver's commands on stdin, one JSON line each on stdout.
-
-    ``round VARIANT [ITERATIONS]`` times one round; ``check`` reports what was loaded; ``quit``.
-    The driver alternates rounds between this process and the other one, so load from the rest
-    of the machine, which drifts, falls on every variant alike.
-    """
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-    from django.db.models.sql import compiler
-
-    call_command("migrate", verbosity=0, interactive=False)
-    reactive_loaded = "reactive" in settings.INSTALLED_APPS
-    patched = hasattr(compiler.SQLInsertCompiler.execute_sql, "__wrapped__")
-    if ("plain" in variants) == reactive_loaded or reactive_loaded != patched:
-        raise SystemExit(f"variants {variants} do not fit the settings (reactive: {reactive_loaded})")
-    _reply({"ready": True, "settings": os.environ.get("DJANGO_SETTINGS_MODULE")})
-
-    for line in sys.stdin:
-        command = line.split()
-        if not command:
-            continue
-        if command[0] == "round":
-            variant = command[1]
-            if variant not in variants:
-                raise SystemExit(f"unknown variant {variant!r} for this process ({variants})")
-            if variant != "plain":
-                _watch(variant == "watched")
-            _reply(one_round(int(command[2]) if len(command) > 2 else iterations))
-        elif command[0] == "check":
-            leaked = sorted(
-                name for name in sys.modules if name == "reactive" or name.startswith("reactive.")
-            )
-            functions_imported = "bench.benchapp.functions" in sys.modules
-            log_length = None
-            if reactive_loaded:
-                from reactive.backends import get_backend
-
-                log_length = len(get_backend().log._records)
-            _reply(
-                {
-                    "reactive_installed": reactive_loaded,
-                    "reactive_modules": len(leaked),
-                    "bench_functions_imported": functions_imported,
-                    "compilers_patched": patched,
-                    "log_records_kept": log_length,
-                }
-            )
-        elif command[0] == "quit":
-            return
-        else:
-            raise SystemExit(f"unknown command {line!r}")
+OVERHEAD_COLUMNS = [
+    "operation",
+    "plain µs",
+    "reactive unwatched µs",
+    "reactive watched µs",
+    "unwatched / plain",
+    "watched / plain",
+]
 
 
-def _reply(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data) + "\n")
-    sys.stdout.flush()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", required=True, help="comma-separated: plain or unwatched,watched")
-    parser.add_argument("--iterations", type=int, default=3000)
-    options = parser.parse_args()
-    serve(options.variants.split(","), options.iterations)
-
-
-if __name__ == "__main__":
-    main()
+def overhead_rows(o: dict[str, Any]) -> list[list[str]]:
+    med, ratio = o["median_us"], o["ratio"]
+    return [
+        [
+            OPERATION_LABELS[op],
+            number(med["plain"][op]),
+            number(med["unwatched"][op]),
+            number(med["watched"][op]),
+            f"{ratio['unwatched'][op]:.2f}x",
+            f"{ratio['watched'][op]:.2f}x",
+        ]
+        for op in OPERATIONS
+    ]

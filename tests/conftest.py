@@ -11,10 +11,6 @@ Both are reached over a real WebSocket with ``reactive.client``.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,57 +22,22 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from harness.ports import Listening, free_port, wait_for_port
+from harness.processes import DAPHNE_LIMITS, Process, daphne_command, django_env
+from harness.processes import migrate as migrate_database
 from reactive.client import ReactiveClient
-
-ROOT = Path(__file__).resolve().parent.parent
-# Above REACTIVE's MAX_MESSAGE_BYTES, so oversized frames reach the app and get `too_large`.
-ASGI_APP = "project.asgi:application"
-DAPHNE_LIMITS = ["--websocket-max-message-size", "4194304", "--websocket-max-frame-size", "4194304"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 @dataclass
-class Server:
+class InProcessServer(Listening):
+    """A uvicorn server in a thread of the test process."""
+
     port: int
-    log: Path | None = None
-    process: subprocess.Popen | None = None
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/reactive/ws/"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 def server_env(db_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a server subprocess: its own database (and Redis database)."""
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        SQLITE_PATH=str(db_path),
-        PYTHONPATH=str(ROOT),
-        REACTIVE_LOG_LEVEL="WARNING",
-    )
+    env = django_env("tests.settings", SQLITE_PATH=str(db_path), REACTIVE_LOG_LEVEL="WARNING")
     if db_path not in _private_urls:
         database, redis_url = env.get("DATABASE_URL"), env.get("REDIS_URL")
         _private_urls[db_path] = {
@@ -117,43 +78,31 @@ def private_redis_database(url: str) -> str:
     return f"{base}/{number}"
 
 
-def start_daphne(db_path: Path, log_path: Path, migrate: bool = True, port: int | None = None) -> Server:
+def start_daphne(db_path: Path, log_path: Path, migrate: bool = True, port: int | None = None) -> Process:
+    """A Daphne server in a subprocess on its own database (``server_env``), once it listens."""
     env = server_env(db_path)
     if migrate:
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        migrate_database(env)
     port = port or free_port()
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_LIMITS, ASGI_APP],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_for_port(port, process=process)
-    return Server(port, log_path, process)
-
-
-def stop(server: Server) -> None:
-    if server.process is not None and server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    server = Process.start("daphne", daphne_command(port, *DAPHNE_LIMITS), env, log_path, port)
+    try:
+        server.wait_until_listening()
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 @pytest.fixture(scope="session")
-def socket_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def socket_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     directory = tmp_path_factory.mktemp("socket-server")
     server = start_daphne(directory / "db.sqlite3", directory / "daphne.log")
     yield server
-    stop(server)
+    server.stop()
 
 
 @pytest.fixture(scope="session")
-def inprocess_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Server]:
+def inprocess_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[InProcessServer]:
     import uvicorn
 
     # The server's threads use the database between tests too.
@@ -166,7 +115,7 @@ def inprocess_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[S
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     wait_for_port(port)
-    yield Server(port)
+    yield InProcessServer(port)
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -183,7 +132,7 @@ def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:
 class Harness:
     """One way of running a behaviour test: where the server is and where writes happen."""
 
-    def __init__(self, mode: str, server: Server) -> None:
+    def __init__(self, mode: str, server: Listening) -> None:
         self.mode = mode
         self.server = server
         self._control: ReactiveClient | None = None
@@ -263,7 +212,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(params=["inprocess", "socket"])
-def harness_server(request: pytest.FixtureRequest) -> tuple[str, Server]:
+def harness_server(request: pytest.FixtureRequest) -> tuple[str, Listening]:
     """Sync half of the harness: database setup must not run inside the event loop."""
     if request.param == "inprocess":
         server = request.getfixturevalue("inprocess_server")
@@ -273,7 +222,7 @@ def harness_server(request: pytest.FixtureRequest) -> tuple[str, Server]:
 
 
 @pytest_asyncio.fixture
-async def harness(harness_server: tuple[str, Server]) -> AsyncIterator[Harness]:
+async def harness(harness_server: tuple[str, Listening]) -> AsyncIterator[Harness]:
     harness = Harness(*harness_server)
     yield harness
     await harness.close()

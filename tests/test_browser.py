@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Server, server_env, start_daphne, stop
+from harness.processes import ROOT, Process
+from tests.conftest import server_env, start_daphne
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -33,7 +34,7 @@ DOWNTIME_MESSAGE = "Written while the server was down"
 
 @dataclass
 class Demo:
-    server: Server
+    server: Process
     db_path: Path
     log_path: Path
 
@@ -43,7 +44,7 @@ class Demo:
 
     def restart(self) -> None:
         port = self.server.port
-        stop(self.server)
+        self.server.stop()
         self.server = start_daphne(self.db_path, self.log_path, migrate=False, port=port)
 
 
@@ -56,7 +57,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     subprocess.run([sys.executable, "manage.py", "seed_demo", "-v0"], cwd=ROOT, env=env, check=True)
     running = Demo(start_daphne(db_path, log_path, migrate=False), db_path, log_path)
     yield running
-    stop(running.server)
+    running.server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_pages_reconnect_by_themselves_after_a_server_restart(demo: Demo, pages:
     from playwright.sync_api import expect
 
     first, second = pages
-    stop(demo.server)
+    demo.server.stop()
     for page in pages:
         expect(page.locator("#connection")).to_have_attribute("data-state", "disconnected", timeout=WAIT_MS)
 

@@ -1,6 +1,6 @@
 """The Redis backend as deployed: several processes on one Redis and one Postgres database.
 
-Each test starts its own cluster (``tests/cluster.py``): Daphne servers A and B, dedicated
+Each test starts its own cluster (``harness/cluster.py``): Daphne servers A and B, dedicated
 ``manage.py reactive_worker`` processes, and other writers (a shell, the admin), then checks what
 subscribers see against the oracle: once writes settle, every live subscription's last value
 equals a fresh run of its query.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import time
 from collections import Counter
@@ -21,11 +22,14 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
+from harness.cluster import Cluster
+from harness.processes import Process
 from reactive.client import ReactiveClient, ReactiveClientError, Subscription
-from tests.cluster import Cluster, Process, connect, wait_for_oracle
 from tests.test_admin import AdminBrowser, _change_form_fields
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.redis_only]
+
+SETTINGS = "tests.cluster_settings"
 
 FAILOVER_SECONDS = 15  # lease (5 s) + standby poll + catch-up, with a margin
 HUB_TIMEOUT_SECONDS = 10  # reactive.backends.redis.HUB_TIMEOUT_SECONDS
@@ -33,7 +37,10 @@ HUB_TIMEOUT_SECONDS = 10  # reactive.backends.redis.HUB_TIMEOUT_SECONDS
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster.create(tmp_path)
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url or not database_url.startswith(("postgres://", "postgresql://")):
+        raise RuntimeError("The cluster tests need DATABASE_URL (Postgres): run them with make test-redis")
+    cluster = Cluster.create(tmp_path, SETTINGS, database_url)
     try:
         yield cluster
     finally:
@@ -69,6 +76,62 @@ async def make_channels(control: ReactiveClient, count: int, messages: int = 2) 
 def no_violations(*clients_: ReactiveClient) -> None:
     for client in clients_:
         assert not client.protocol_violations, (client.url, client.protocol_violations)
+
+
+async def connect(url: str, **options: Any) -> ReactiveClient:
+    client = ReactiveClient(url, **options)
+    await client.connect()
+    return client
+
+
+async def fresh(control: ReactiveClient, name: str, args: dict[str, Any]) -> Any:
+    """A fresh run of a query in a server process: the oracle's reference."""
+    return await control.action("testapp.fresh", {"name": name, "args": args}, timeout=30)
+
+
+async def wait_for_oracle(
+    control: ReactiveClient, subscriptions: list[Subscription], timeout: float
+) -> float:
+    """Until every subscription's last value equals a fresh run of its query; the seconds it took.
+
+    Raises AssertionError naming the subscriptions that still differ after ``timeout``.
+    """
+    began = time.monotonic()
+    deadline = began + timeout
+    while True:
+        wrong = []
+        for subscription in subscriptions:
+            try:
+                expected = await fresh(control, subscription.name, subscription.args)
+            except ReactiveClientError as exc:  # the control socket was closed; it reconnects
+                if exc.code != "connection_lost":
+                    raise
+                expected = _UNKNOWN
+            if subscription.error is not None or subscription.value != expected:
+                wrong.append((subscription, expected))
+        if not wrong:
+            return time.monotonic() - began
+        if time.monotonic() > deadline:
+            details = "\n".join(
+                f"  {sub.client.url} {sub!r}: version {sub.version}, "
+                f"has {_summary(sub.value)}, fresh run gives {_summary(expected)}"
+                for sub, expected in wrong
+            )
+            raise AssertionError(
+                f"{len(wrong)} of {len(subscriptions)} subscriptions differ from a fresh run "
+                f"after {timeout} s:\n{details}"
+            )
+        await asyncio.sleep(0.2)
+
+
+_UNKNOWN = object()
+
+
+def _summary(value: Any) -> str:
+    if isinstance(value, list):
+        ids = [item.get("id") for item in value if isinstance(item, dict)]
+        return f"{len(value)} items, last ids {ids[-3:]}"
+    return repr(value)
 
 
 async def test_write_through_one_server_reaches_a_subscriber_on_the_other(cluster: Cluster) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.services import free_port
+from harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ("web1", "web2")

@@ -1,4 +1,4 @@
-"""tests/services.py: the private Redis and Postgres servers of the Redis pass of `make test`."""
+"""harness/services.py: the private Redis and Postgres servers of the Redis pass of `make test`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.services import Service, start_postgres, start_redis
+from harness.services import Service, start_postgres, start_redis
 
 pytestmark = pytest.mark.redis_only
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """REDIS_URL under `python -m tests.services run`, else a private server."""
+    """REDIS_URL under `python -m harness.services run`, else a private server."""
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
@@ -31,7 +31,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """DATABASE_URL under `python -m tests.services run`, else a private server."""
+    """DATABASE_URL under `python -m harness.services run`, else a private server."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
@@ -119,7 +119,7 @@ def run_cli(*command: str, **env: str | None) -> subprocess.CompletedProcess:
         if value is None:
             environment.pop(key, None)
     return subprocess.run(
-        [sys.executable, "-m", "tests.services", "run", "--", *command],
+        [sys.executable, "-m", "harness.services", "run", "--", *command],
         cwd=ROOT,
         env=environment,
         capture_output=True,

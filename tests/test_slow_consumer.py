@@ -4,16 +4,16 @@ with one transition once it reads again (on an ASGI server with back-pressure: u
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 
+from harness.ports import free_port
+from harness.processes import Process, migrate, uvicorn_command
 from reactive.client import ReactiveClient
-from tests.conftest import ROOT, free_port, server_env, wait_for_port
+from tests.conftest import server_env
 
 pytestmark = pytest.mark.asyncio
 
@@ -23,31 +23,15 @@ BODY = "x" * 1500  # about 1.6 KB per message in a frame
 @pytest.fixture
 def uvicorn_server(tmp_path: Path):
     env = server_env(tmp_path / "db.sqlite3")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    migrate(env)
     port = free_port()
-    with (tmp_path / "uvicorn.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1",
-             "--port", str(port), "--ws-max-size", "4194304", "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    argv = uvicorn_command(port, "--ws-max-size", "4194304", "--log-level", "warning")
+    process = Process.start("uvicorn", argv, env, tmp_path / "uvicorn.log", port)
     try:
-        wait_for_port(port, process=process)
+        process.wait_until_listening()
         yield port, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+        process.stop()
 
 
 async def test_client_that_stops_reading_costs_bounded_memory_and_catches_up(uvicorn_server):
@@ -74,12 +58,12 @@ async def test_client_that_stops_reading_costs_bounded_memory_and_catches_up(uvi
         await watched.first()
         received_bytes = 0
         fast.on_frame(lambda frame: None)
-        before = rss_kib(process.pid)
+        before = process.rss_kib()
         for index in range(200):
             await control.mutation("chat.send_message", {"channel": channel, "body": f"{index} {BODY}"})
             await watched.wait_for(lambda value, n=index: value[-1]["body"].startswith(f"{n} "), timeout=10)
             received_bytes += len(orjson.dumps(watched.value))
-        growth_kib = rss_kib(process.pid) - before
+        growth_kib = process.rss_kib() - before
         expected = await control.action("testapp.fresh", {"name": "chat.list_messages", "args": args})
         assert watched.value == expected  # the fast client was never held back
 

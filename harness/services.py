@@ -1,6 +1,6 @@
-"""Private Redis and Postgres servers for the tests of the Redis backend.
+"""Private Redis and Postgres servers, for the tests of the Redis backend and its benchmark.
 
-    python -m tests.services run -- pytest -m "not embedded_only"
+    python -m harness.services run -- pytest -m "not embedded_only"
 
 starts a ``redis-server`` and a Postgres on free 127.0.0.1 ports in a temporary directory, runs
 the command with ``REDIS_URL`` and ``DATABASE_URL`` pointing at them, stops both and exits with
@@ -20,7 +20,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -30,19 +29,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from harness.ports import ServerExited, free_port
+from harness.processes import tail, terminate
+
 STARTUP_TIMEOUT = 30.0
 POSTGRES_DATABASE = "reactive"
 POSTGRES_USER = "postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerExited(RuntimeError):
-    """The server process ended while starting (e.g. its port was taken meanwhile)."""
 
 
 def _wait(ready: Callable[[], bool], process: subprocess.Popen, what: str, log: Path) -> None:
@@ -51,31 +43,14 @@ def _wait(ready: Callable[[], bool], process: subprocess.Popen, what: str, log: 
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise ServerExited(f"{what} exited with {process.returncode}:\n{_tail(log)}")
+                raise ServerExited(f"{what} exited with {process.returncode}:\n{tail(log, 20)}")
             if ready():
                 return
             time.sleep(0.02)
-        raise TimeoutError(f"{what} did not answer after {STARTUP_TIMEOUT} s:\n{_tail(log)}")
+        raise TimeoutError(f"{what} did not answer after {STARTUP_TIMEOUT} s:\n{tail(log, 20)}")
     except BaseException:
-        _terminate(process, signal.SIGKILL)
+        terminate(process, signal.SIGKILL)
         raise
-
-
-def _tail(log: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _terminate(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class Service:
@@ -100,7 +75,7 @@ class Service:
     def halt(self) -> None:
         """Stop the process, keeping its files (``start()`` again uses them)."""
         if self.process is not None:
-            _terminate(self.process, self.stop_signal)
+            terminate(self.process, self.stop_signal, timeout=20.0)
 
     def stop(self) -> None:
         self.halt()
@@ -229,7 +204,7 @@ class Postgres(Service):
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
             if process.wait() != 0:
-                raise RuntimeError(f"initdb failed with {process.returncode}:\n{_tail(self.log)}")
+                raise RuntimeError(f"initdb failed with {process.returncode}:\n{tail(self.log, 20)}")
 
     def start(self) -> None:
         if not (self.data / "PG_VERSION").exists():
@@ -325,6 +300,38 @@ def scratch_parent() -> str | None:
     return "/dev/shm" if room.f_bavail * room.f_frsize >= 1 << 30 else None  # Docker's default: 64 MiB
 
 
+def start_all(directory: Path, starters: dict[str, Callable[[Path], Service]]) -> dict[str, Service]:
+    """Start several services at once (Postgres takes longer: initdb): all of them, or none.
+
+    On an error, or Ctrl-C while they start, the ones that came up are stopped and it raises.
+    """
+    services: dict[str, Service] = {}
+    errors: list[BaseException] = []
+
+    def start(name: str, starter: Callable[[Path], Service]) -> None:
+        try:
+            services[name] = starter(directory)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=item) for item in starters.items()]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+    except BaseException:
+        for thread in threads:  # interrupted while starting: stop what still comes up
+            if thread.is_alive():
+                thread.join()
+        for service in services.values():
+            service.stop()
+        raise
+    return services
+
+
 class Terminated(Exception):
     """SIGTERM while running the command."""
 
@@ -343,32 +350,17 @@ def run(command: Sequence[str]) -> int:
     def on_sigterm(signum: int, frame: object) -> None:
         raise Terminated
 
-    errors: list[BaseException] = []
-
-    def start(name: str, starter: Callable[[Path], Service]) -> None:
-        try:
-            services[name] = starter(directory)
-        except BaseException as error:
-            errors.append(error)
-
-    # Both servers start at once (Postgres takes longer: initdb).
-    threads = [threading.Thread(target=start, args=item) for item in wanted.items()]
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     child: subprocess.Popen | None = None
     try:
         began = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
+        services = start_all(directory, wanted)
         env = dict(os.environ)
         for name, service in services.items():
             env[name] = service.url
-            print(f"tests.services: {name}={service.url}", file=sys.stderr)
+            print(f"harness.services: {name}={service.url}", file=sys.stderr)
         if services:
-            print(f"tests.services: started in {time.monotonic() - began:.1f} s", file=sys.stderr)
+            print(f"harness.services: started in {time.monotonic() - began:.1f} s", file=sys.stderr)
         child = subprocess.Popen(list(command), env=env)
         return child.wait()
     except (KeyboardInterrupt, Terminated) as interruption:
@@ -380,27 +372,24 @@ def run(command: Sequence[str]) -> int:
             try:
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                _terminate(child)
+                terminate(child, timeout=20.0)
         return 128 + (signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for thread in threads:  # interrupted while starting: stop what still comes up
-            if thread.is_alive():
-                thread.join()
         for service in services.values():
             service.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.services", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.services", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="action", required=True)
     run_parser = commands.add_parser("run", help="run a command with REDIS_URL and DATABASE_URL set")
     run_parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        parser.error("run: no command given (python -m tests.services run -- COMMAND...)")
+        parser.error("run: no command given (python -m harness.services run -- COMMAND...)")
     return run(command)
 
 

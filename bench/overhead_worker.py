@@ -1,0 +1,169 @@
+"""Worker of the ORM-write overhead part; ``bench/overhead.py`` runs it in a subprocess.
+
+    DJANGO_SETTINGS_MODULE=bench.settings_plain SQLITE_PATH=/tmp/x.sqlite3 \
+        python -m bench.overhead_worker --variants plain --iterations 3000
+    (then commands on stdin: ``round plain``, ``check``, ``quit``)
+
+Migrates a fresh SQLite database, then times plain ORM writes on ``benchapp.Item``, one round per
+``round`` command. Variants:
+``plain`` (settings without ``reactive``), ``unwatched`` (``reactive`` installed, no read set
+names the table: a write costs its capture and one append to the in-memory log) and ``watched``
+(a read set on ``benchapp_item.group`` is registered, so updates and deletes first read the old
+``group`` of the rows they touch). ``bench/overhead.py`` runs a plain and a reactive worker and
+alternates rounds between them and between variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from typing import Any
+
+OPERATIONS = ("create", "update", "save", "delete", "atomic10")
+OPERATION_LABELS = {
+    "create": "Item.objects.create() (autocommit)",
+    "update": "filter(pk=).update(value=)",
+    "save": "item.save() (an UPDATE)",
+    "delete": "filter(pk=).delete()",
+    "atomic10": "atomic() block of 10 creates",
+}
+WATCH_INSTANCE = "bench-overhead"
+
+
+def _watch(on: bool) -> None:
+    from reactive.backends import get_backend
+    from reactive.capture.readsets import ReadSet
+
+    index = get_backend().index
+    if on:
+        index.set(WATCH_INSTANCE, ReadSet({"benchapp_item": {frozenset({("group", 1)})}}))
+    else:
+        index.remove(WATCH_INSTANCE)
+
+
+def _timed(func: Any, count: int) -> float:
+    """Mean microseconds per call of ``func(i)`` for ``i`` in ``range(count)``."""
+    gc.collect()
+    start = time.perf_counter_ns()
+    for i in range(count):
+        func(i)
+    return (time.perf_counter_ns() - start) / count / 1000
+
+
+def one_round(iterations: int) -> dict[str, float]:
+    """Time each operation once over ``iterations`` rows; leaves the table empty."""
+    from django.db import transaction
+
+    from bench.benchapp.models import Item
+
+    items: list[Any] = []
+    pks: list[int] = []
+
+    def create(i: int) -> None:
+        item = Item.objects.create(group=i % 10, value=i)
+        items.append(item)
+        pks.append(item.pk)
+
+    def update(i: int) -> None:
+        Item.objects.filter(pk=pks[i]).update(value=i + 1)
+
+    def save(i: int) -> None:
+        item = items[i]
+        item.value = i + 2
+        item.save()
+
+    def delete(i: int) -> None:
+        Item.objects.filter(pk=pks[i]).delete()
+
+    def atomic10(i: int) -> None:
+        with transaction.atomic():
+            for j in range(10):
+                Item.objects.create(group=(i + j) % 10, value=j)
+
+    result = {
+        "create": _timed(create, iterations),
+        "update": _timed(update, iterations),
+        "save": _timed(save, iterations),
+        "delete": _timed(delete, iterations),
+        "atomic10": _timed(atomic10, max(1, iterations // 10)),
+    }
+    Item.objects.all().delete()  # untimed: the next round starts from an empty table
+    return result
+
+
+def serve(variants: list[str], iterations: int) -> None:
+    """Answer the driver's commands on stdin, one JSON line each on stdout.
+
+    ``round VARIANT [ITERATIONS]`` times one round; ``check`` reports what was loaded; ``quit``.
+    The driver alternates rounds between this process and the other one, so load from the rest
+    of the machine, which drifts, falls on every variant alike.
+    """
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db.models.sql import compiler
+
+    call_command("migrate", verbosity=0, interactive=False)
+    reactive_loaded = "reactive" in settings.INSTALLED_APPS
+    patched = hasattr(compiler.SQLInsertCompiler.execute_sql, "__wrapped__")
+    if ("plain" in variants) == reactive_loaded or reactive_loaded != patched:
+        raise SystemExit(f"variants {variants} do not fit the settings (reactive: {reactive_loaded})")
+    _reply({"ready": True, "settings": os.environ.get("DJANGO_SETTINGS_MODULE")})
+
+    for line in sys.stdin:
+        command = line.split()
+        if not command:
+            continue
+        if command[0] == "round":
+            variant = command[1]
+            if variant not in variants:
+                raise SystemExit(f"unknown variant {variant!r} for this process ({variants})")
+            if variant != "plain":
+                _watch(variant == "watched")
+            _reply(one_round(int(command[2]) if len(command) > 2 else iterations))
+        elif command[0] == "check":
+            leaked = sorted(
+                name for name in sys.modules if name == "reactive" or name.startswith("reactive.")
+            )
+            functions_imported = "bench.benchapp.functions" in sys.modules
+            log_length = None
+            if reactive_loaded:
+                from reactive.backends import get_backend
+
+                log_length = len(get_backend().log._records)
+            _reply(
+                {
+                    "reactive_installed": reactive_loaded,
+                    "reactive_modules": len(leaked),
+                    "bench_functions_imported": functions_imported,
+                    "compilers_patched": patched,
+                    "log_records_kept": log_length,
+                }
+            )
+        elif command[0] == "quit":
+            return
+        else:
+            raise SystemExit(f"unknown command {line!r}")
+
+
+def _reply(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", required=True, help="comma-separated: plain or unwatched,watched")
+    parser.add_argument("--iterations", type=int, default=3000)
+    options = parser.parse_args()
+    serve(options.variants.split(","), options.iterations)
+
+
+if __name__ == "__main__":
+    main()

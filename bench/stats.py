@@ -1,0 +1,51 @@
+"""Numbers from samples: nearest-rank percentiles, latency summaries, send rates, CPU shares."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of ``values`` (None when empty)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def summary_ms(values_ns: list[int]) -> dict[str, float | None]:
+    """Count, p50, p90, p99 and max of nanosecond durations, in milliseconds."""
+    ms = [v / 1e6 for v in values_ns]
+    return {
+        "count": len(ms),
+        "p50": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": percentile(ms, 99),
+        "max": max(ms) if ms else None,
+    }
+
+
+def achieved_rate(sent_ns: list[int]) -> float | None:
+    """Sends per second between the first and the last of ``sent_ns`` (in send order)."""
+    if len(sent_ns) < 2:
+        return None
+    return (len(sent_ns) - 1) / ((sent_ns[-1] - sent_ns[0]) / 1e9)
+
+
+def cpu_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """CPU seconds and shares of one core between two snapshots of CPU times.
+
+    A snapshot holds each process's CPU seconds, ``_machine`` (every core's busy seconds) and
+    ``_wall`` (monotonic seconds); ``other`` is the machine's busy time beyond the processes.
+    """
+    wall = after["_wall"] - before["_wall"]
+    seconds = {name: after[name] - before[name] for name in before if not name.startswith("_")}
+    busy = after["_machine"] - before["_machine"]
+    shares = {name: round(value / wall, 3) for name, value in seconds.items()}
+    shares["other"] = round(max(0.0, busy - sum(seconds.values())) / wall, 3)
+    return {
+        "wall_seconds": round(wall, 3),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "shares": shares,
+    }
