@@ -24,9 +24,25 @@ DEFAULTS: dict[str, Any] = {
     "MAX_INFLIGHT_REQUESTS": 100,
     # Bytes of frames waiting for a slow client before its transitions are coalesced into one.
     "MAX_QUEUED_BYTES": 1024 * 1024,
+    # Canonical JSON bytes of one subscription's arguments, and of all of a connection's live
+    # subscriptions together (what the server keeps for as long as they live).
+    "MAX_ARGS_BYTES": 64 * 1024,
+    "MAX_CONNECTION_ARGS_BYTES": 1024 * 1024,
+    # Bytes of a connection's mutation and action frames waiting to run or running.
+    "MAX_INFLIGHT_BYTES": 8 * 1024 * 1024,
+    # Open connections per signed-in user and per client address, per server process (None: no
+    # cap). Behind a proxy every client has the proxy's address: raise or disable the second.
+    "MAX_CONNECTIONS_PER_USER": 100,
+    "MAX_CONNECTIONS_PER_ADDRESS": 1000,
+    # Threads per server process running user code (queries, mutations, actions, token checks),
+    # and how many of one connection's calls may run at once.
+    "USER_CODE_THREADS": 32,
+    "MAX_CONCURRENT_CALLS": 4,
     # Token bucket per connection: sustained frames per second and burst size.
     "RATE_LIMIT_PER_SECOND": 200,
     "RATE_LIMIT_BURST": 1000,
+    # The clock of the rate limit (a callable returning seconds); tests replace it to control time.
+    "CLOCK": "time.monotonic",
     # How long stored mutation results are kept for replay after a reconnect.
     "MUTATION_RESULT_TTL_HOURS": 24,
     # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens.
@@ -45,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "EXPOSE_ERRORS": None,
 }
 
-IMPORT_STRINGS = {"TOKEN_AUTHENTICATOR"}
+IMPORT_STRINGS = {"TOKEN_AUTHENTICATOR", "CLOCK"}
 
 
 class ReactiveSettings:

@@ -26,6 +26,7 @@ from harness.ports import Listening, free_port, wait_for_port
 from harness.processes import DAPHNE_LIMITS, Process, daphne_command, django_env
 from harness.processes import migrate as migrate_database
 from reactive.client import ReactiveClient
+from tests import clock
 
 
 @dataclass
@@ -173,6 +174,13 @@ class Harness:
             return await self.call(call_query, name, args or {}, None)
         return await (await self.control()).action("testapp.fresh", {"name": name, "args": args or {}})
 
+    async def clock(self, *, freeze: bool | None = None, advance: float = 0.0) -> float:
+        """Freeze, move or thaw the server's rate-limit clock (tests/clock.py)."""
+        if self.mode == "inprocess":
+            return clock.control(freeze_it=freeze, advance_by=advance)
+        control = await self.control()
+        return await control.action("testapp.clock", {"freeze": freeze, "advance": advance})
+
     async def stats(self) -> dict[str, Any]:
         if self.mode == "inprocess":
             from reactive.backends import get_backend
@@ -186,8 +194,8 @@ class Harness:
         from reactive.engine.instances import SHARED, instance_base, instance_id
         from reactive.functions.registry import get_function
 
-        validated = get_function(name, "query").validate_args(args)
-        key = instance_id(instance_base(name, validated), SHARED)
+        canonical = get_function(name, "query").validate(args).canonical
+        key = instance_id(instance_base(name, canonical), SHARED)
         return (await self.stats())["instance_runs"].get(key, 0)
 
     async def wait_for_runs(self, name: str, args: dict[str, Any], runs: int, timeout: float = 10) -> None:
@@ -226,3 +234,13 @@ async def harness(harness_server: tuple[str, Listening]) -> AsyncIterator[Harnes
     harness = Harness(*harness_server)
     yield harness
     await harness.close()
+
+
+@pytest_asyncio.fixture
+async def frozen_clock(harness: Harness) -> AsyncIterator[None]:
+    """The server's rate-limit clock stands still for the test (it moves by harness.clock())."""
+    await harness.clock(freeze=True)
+    try:
+        yield
+    finally:
+        await harness.clock(freeze=False)

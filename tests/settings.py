@@ -21,4 +21,5 @@ REACTIVE = {
     "MAX_INFLIGHT_REQUESTS": 20,
     "RATE_LIMIT_PER_SECOND": 2000,
     "RATE_LIMIT_BURST": 3000,
+    "CLOCK": "tests.clock.now",
 }

@@ -12,6 +12,7 @@ from django.db import close_old_connections
 from reactive.client import ReactiveClient
 from reactive.engine.instances import SHARED, instance_base, instance_id
 from reactive.engine.invalidator import hooks
+from reactive.functions.registry import get_function
 from tests import writes
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -33,7 +34,8 @@ async def test_write_between_first_run_and_read_set_registration_is_not_missed(i
     (channel,) = await asyncio.to_thread(writes.make_channels, count=1, messages=0)
     # An instance no other test uses (database ids restart after each test's flush).
     args = {"channel": channel, "limit": 137}
-    watched = instance_id(instance_base("chat.list_messages", args), SHARED)
+    canonical = get_function("chat.list_messages", "query").validate(args).canonical
+    watched = instance_id(instance_base("chat.list_messages", canonical), SHARED)
     fired = threading.Event()
 
     def commit_a_message(batch) -> None:

@@ -18,6 +18,12 @@ from typing import Any
 
 from ..records import ChangeRecord, ReadSet, RowChange
 
+
+class BackendUnavailable(Exception):
+    """The backend cannot be reached (raised by a backend only: what a request carries never
+    makes a process give up on its backend)."""
+
+
 # Messages from a hub to the invalidator ------------------------------------------------------
 
 

@@ -7,15 +7,14 @@ they come from. A query that never reads ``ctx.user`` is one instance for every 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
-
-from ..functions import encoding
 
 SHARED = "*"
 
 
-def instance_base(name: str, validated_args: dict[str, Any]) -> bytes:
-    return name.encode() + b"\0" + encoding.dumps_canonical(validated_args)
+def instance_base(name: str, canonical_args: bytes) -> bytes:
+    """What identifies an instance apart from the caller: the name and the canonical arguments
+    (``Function.validate(...).canonical``)."""
+    return name.encode() + b"\0" + canonical_args
 
 
 def identity_of(user_id: object | None) -> str:

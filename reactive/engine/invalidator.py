@@ -40,7 +40,7 @@ class Instance:
     id: str
     function: Function
     args: dict[str, Any]
-    raw_args: dict[str, Any]
+    canonical_args: dict[str, Any]  # what the arguments were validated from (stored for a standby)
     user_id: object | None  # the identity it runs as; None for shared and anonymous instances
     identity_bound: bool
     payload: bytes
@@ -147,7 +147,7 @@ class Invalidator:
                 id=data["id"],
                 function=function,
                 args=args,
-                raw_args=data["args"],
+                canonical_args=data["args"],
                 user_id=data["user_id"],
                 identity_bound=data["identity_bound"],
                 payload=data["payload"],
@@ -193,13 +193,13 @@ class Invalidator:
     def _ensure(self, request: Ensure, batch: Batch, runs: dict[str, QueryRun]) -> None:
         try:
             function = get_function(request.name, "query")
-            args = function.validate_args(request.args)
+            args, canonical = function.validate(request.args)
         except ProtocolError as exc:
             batch.replies.append(
                 Subscribed(request.request_id, request.hub_id, "", encoding.dumps(exc.as_dict()), True, False)
             )
             return
-        base = instance_base(function.name, args)
+        base = instance_base(function.name, canonical)
         for candidate in candidate_ids(base, request.user_id):
             instance = self.instances.get(candidate)
             if instance is not None:
@@ -211,7 +211,7 @@ class Invalidator:
             id=instance_id(base, identity_of(request.user_id) if bound else SHARED),
             function=function,
             args=args,
-            raw_args=request.args,
+            canonical_args=request.args,
             user_id=request.user_id if bound else None,
             identity_bound=bound,
             payload=run.payload,

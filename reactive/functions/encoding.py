@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -46,13 +47,41 @@ def instance_as_dict(instance: models.Model) -> dict[str, Any]:
 
 
 def dumps(value: Any) -> bytes:
-    """The JSON bytes of ``value``; raises ``TypeError`` for what JSON cannot hold."""
-    return orjson.dumps(value, default=_default, option=_OPTIONS)
+    """The JSON bytes of ``value``; raises ``TypeError`` for what JSON cannot hold.
+
+    orjson refuses integers beyond 64 bits and nesting deeper than 254 levels, both of which
+    JSON can hold: those values are encoded by the standard library instead (slower, rare).
+    """
+    try:
+        return orjson.dumps(value, default=_default, option=_OPTIONS)
+    except TypeError as exc:
+        if not _beyond_orjson(exc):
+            raise
+        return _dumps_slow(value, sort_keys=False)
 
 
 def dumps_canonical(value: Any) -> bytes:
-    """JSON with sorted keys: equal values give equal bytes (used for argument keys)."""
+    """JSON with sorted keys: equal values give equal bytes (used for argument keys).
+
+    Strict: a value orjson cannot encode raises ``TypeError`` (arguments are refused, not
+    encoded slowly).
+    """
     return orjson.dumps(value, default=_default, option=_OPTIONS | orjson.OPT_SORT_KEYS)
+
+
+def _beyond_orjson(exc: TypeError) -> bool:
+    message = str(exc)
+    return "64-bit" in message or "Recursion limit" in message
+
+
+def _dumps_slow(value: Any, *, sort_keys: bool) -> bytes:
+    try:
+        text = json.dumps(
+            value, default=_default, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys
+        )
+    except RecursionError:
+        raise TypeError("Cannot encode a value nested this deep as JSON.") from None
+    return text.encode()
 
 
 loads = orjson.loads

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 from django.apps import apps
 from rest_framework import serializers
 
 from ..errors import Forbidden, InvalidArgs, NotFound, Unauthenticated, plain_errors
+from . import encoding
 
 Kind = Literal["query", "mutation", "action"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,6 +24,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 ArgsSpec = Mapping[str, serializers.Field] | type[serializers.Serializer] | None
 # permission= accepts a callable(ctx) -> bool or a DRF permission class.
 PermissionSpec = Callable[[Any], bool] | type | None
+
+
+class ValidArgs(NamedTuple):
+    """Validated arguments: the values the function gets, and their canonical JSON.
+
+    The canonical JSON is the fields' own representation of the validated values, with sorted
+    keys: unknown keys inside nested objects are gone, and equal arguments give equal bytes.
+    It is all that leaves the connection (requests to the invalidator, instance identity,
+    stored instances); the invalidator validates it again.
+    """
+
+    values: dict[str, Any]
+    canonical: bytes
 
 
 @dataclass(eq=False)
@@ -38,6 +52,10 @@ class Function:
 
     def validate_args(self, args: Any) -> dict[str, Any]:
         """Validated keyword arguments, or ``InvalidArgs`` with DRF-shaped field errors."""
+        return self.validate(args).values
+
+    def validate(self, args: Any) -> ValidArgs:
+        """``validate_args`` with the canonical JSON of the result (see ``ValidArgs``)."""
         if not isinstance(args, dict):
             raise InvalidArgs(
                 "Arguments must be a JSON object.", {"non_field_errors": ["Expected an object."]}
@@ -51,7 +69,21 @@ class Function:
         serializer = self.serializer_class(data=args)
         if not serializer.is_valid():
             raise InvalidArgs(f"Invalid arguments for {self.name}.", plain_errors(serializer.errors))
-        return dict(serializer.validated_data)
+        values = dict(serializer.validated_data)
+        fields = serializer.fields
+        representation = {
+            name: value if value is None or name not in fields else fields[name].to_representation(value)
+            for name, value in values.items()
+        }
+        try:
+            canonical = encoding.dumps_canonical(representation)
+        except TypeError as exc:
+            # orjson's limits: integers beyond 64 bits, nesting beyond 254 levels.
+            raise InvalidArgs(
+                f"Invalid arguments for {self.name}: {exc}.",
+                {"non_field_errors": [f"{exc}: integers must fit in 64 bits, nesting in 254 levels."]},
+            ) from None
+        return ValidArgs(values, canonical)
 
     def check_permission(self, ctx: Any) -> None:
         """Raise ``Unauthenticated`` or ``Forbidden`` unless ``ctx`` may call this function."""

@@ -1,9 +1,13 @@
 """The WebSocket consumer: one per client connection, speaking PROTOCOL.md.
 
 Pushed frames never pass through the channel layer or a thread: the process's hub calls
-``push_transition``, which queues the text for this socket's writer task. Database work
-(mutations, actions, token checks) runs in worker threads, one mutation at a time per
-connection, in the order sent.
+``push_transition``, which queues the text for this socket's writer task. User code (mutations,
+actions, token checks) runs in the user-code pool (``executors.py``), one mutation at a time per
+connection, in the order sent, and at most ``MAX_CONCURRENT_CALLS`` calls at once.
+
+Isolation: whatever a client sends is answered on the request it concerns. A frame that makes
+the server fail unexpectedly gets a ``server_error`` naming it, and the connection goes on;
+what the connection keeps (arguments, queued requests) is bounded by settings.
 """
 
 from __future__ import annotations
@@ -14,43 +18,37 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import close_old_connections
 
-from ..engine.execution import call_action, call_mutation, guarded
+from ..engine.execution import call_action, call_mutation, guarded, server_error
 from ..errors import BadMessage, LimitExceeded, ProtocolError, RateLimited, TooLarge, Unauthenticated
 from ..functions.registry import Function, get_function
 from ..settings import reactive_settings
 from . import protocol
+from .executors import run_user_code
 from .hub import Hub, get_hub
-from .throttling import TokenBucket
+from .throttling import ConnectionCounter, TokenBucket
 
 logger = logging.getLogger("reactive.consumers")
+
+
+# Close codes (Daphne accepts only 1000 and 3000-4999 from an application).
+CLOSE_RESTART = 4012  # the server lost its backend: reconnect (with backoff) and subscribe again
+CLOSE_TOO_MANY_CONNECTIONS = 4008  # a per-user or per-address connection cap was reached
+
+# Open connections of this process, per user and per client address.
+_per_user = ConnectionCounter()
+_per_address = ConnectionCounter()
 
 
 @dataclass(slots=True)
 class Subscription:
     function: Function
-    validated: dict[str, Any]
-    raw_args: dict[str, Any]
+    canonical_args: bytes  # what the hub and the invalidator see (never the raw frame)
     instance_id: str | None = None
     request_id: int | None = None
-
-
-def _in_thread(func, *args: Any, **kwargs: Any):
-    """Run blocking database work in a worker thread, with Django's connection hygiene."""
-
-    def call() -> Any:
-        close_old_connections()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return sync_to_async(call, thread_sensitive=False)()
 
 
 class ReactiveConsumer(AsyncWebsocketConsumer):
@@ -75,8 +73,16 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self.subscriptions: dict[int, Subscription] = {}
         self.last_version = 0
         self.inflight = 0
+        self.inflight_bytes = 0
+        self.args_bytes = 0
         self.closed = False
-        self.bucket = TokenBucket(reactive_settings.RATE_LIMIT_PER_SECOND, reactive_settings.RATE_LIMIT_BURST)
+        self._counted: list[tuple[ConnectionCounter, object]] = []
+        self.bucket = TokenBucket(
+            reactive_settings.RATE_LIMIT_PER_SECOND,
+            reactive_settings.RATE_LIMIT_BURST,
+            reactive_settings.CLOCK,
+        )
+        self._calls = asyncio.Semaphore(reactive_settings.MAX_CONCURRENT_CALLS)
         self.max_message_bytes = reactive_settings.MAX_MESSAGE_BYTES
         self._outbox: collections.deque[str] = collections.deque()
         self._outbox_bytes = 0
@@ -88,12 +94,37 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self._mutations: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
         await self.accept()
+        refusal = self._count_connection()
+        if refusal is not None:
+            self.closed = True
+            await self.send(text_data=protocol.error_frame(refusal))
+            await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
+            return
         self.hub = await get_hub()
         self.hub.consumers.add(self)
         self._spawn(self._write_outbox())
         self._spawn(self._run_mutations())
 
+    def _count_connection(self) -> LimitExceeded | None:
+        """Count this connection against the per-user and per-address caps, or say which it hits."""
+        client = self.scope.get("client") or ("", 0)
+        caps = [(_per_address, ("address", client[0]), reactive_settings.MAX_CONNECTIONS_PER_ADDRESS)]
+        if self.user_id is not None:
+            caps.append((_per_user, ("user", self.user_id), reactive_settings.MAX_CONNECTIONS_PER_USER))
+        for counter, key, limit in caps:
+            if not counter.acquire(key, limit):
+                self._release_counts()
+                return LimitExceeded(f"Too many connections for this {key[0]}: at most {limit} per server.")
+            self._counted.append((counter, key))
+        return None
+
+    def _release_counts(self) -> None:
+        for counter, key in self._counted:
+            counter.release(key)
+        self._counted.clear()
+
     async def disconnect(self, code: int) -> None:
+        self._release_counts()
         if getattr(self, "closed", True):
             return
         self.closed = True
@@ -101,12 +132,13 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         for sub_id, subscription in list(self.subscriptions.items()):
             self.hub.unsubscribe(self, sub_id, subscription.instance_id)
         self.subscriptions.clear()
+        self.args_bytes = 0
         for task in self._tasks:
             task.cancel()
 
     def close_for_restart(self) -> None:
-        """Close with 1012 ("service restart"): the client reconnects and subscribes again."""
-        self._spawn(self.close(code=1012))
+        """Close so that the client reconnects and subscribes again (the backend went away)."""
+        self._spawn(self.close(code=CLOSE_RESTART))
 
     def set_user(self, user: Any) -> None:
         self.user = user
@@ -207,10 +239,15 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                 raise
             if not self.bucket.take():
                 raise RateLimited()
+            frame["_size"] = len(text_data)  # characters: close enough to bytes for a bound
             await getattr(self, "on_" + frame["type"])(frame)
         except ProtocolError as error:
             reference = getattr(error, "frame_ref", None) or protocol.reference_of(frame)
             self.push_error(error, **reference)
+        except Exception as exc:
+            # A bug or a failure in handling this frame fails this frame alone.
+            frame_type = frame.get("type") if isinstance(frame, dict) else None
+            self.push_error(server_error(f"the {frame_type!r} frame", exc), **protocol.reference_of(frame))
 
     async def on_connect(self, frame: dict[str, Any]) -> None:
         self.session_id = frame["session_id"]
@@ -240,27 +277,45 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                 f"At most {reactive_settings.MAX_SUBSCRIPTIONS} live subscriptions per connection."
             )
         function = get_function(frame["query"], "query")
-        raw_args = frame["args"]
         try:
-            validated = function.validate_args(raw_args)
+            valid = function.validate(frame["args"])
         except SynchronousOnlyOperation:  # a field that queries the database
-            validated = await _in_thread(function.validate_args, raw_args)
+            valid = await self._call(function.validate, frame["args"])
+        size = len(valid.canonical)
+        if size > reactive_settings.MAX_ARGS_BYTES:
+            raise TooLarge(f"Arguments of {size} bytes exceed {reactive_settings.MAX_ARGS_BYTES}.")
+        if self.args_bytes + size > reactive_settings.MAX_CONNECTION_ARGS_BYTES:
+            raise LimitExceeded(
+                f"The live subscriptions of a connection may hold at most "
+                f"{reactive_settings.MAX_CONNECTION_ARGS_BYTES} bytes of arguments."
+            )
         if sub_id in self.subscriptions or self.closed:
             raise BadMessage(f"Subscription id {sub_id} is already live.")
-        self.subscriptions[sub_id] = Subscription(function, validated, raw_args)
-        self.hub.subscribe(self, sub_id, function.name, validated, raw_args)
+        self.subscriptions[sub_id] = Subscription(function, valid.canonical)
+        self.args_bytes += size
+        try:
+            self.hub.subscribe(self, sub_id, function.name, valid.canonical)
+        except BaseException:
+            self._forget(sub_id)
+            raise
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
-        subscription = self.subscriptions.pop(frame["id"], None)
+        subscription = self._forget(frame["id"])
         if subscription is not None:
             self.hub.unsubscribe(self, frame["id"], subscription.instance_id)
 
+    def _forget(self, sub_id: int) -> Subscription | None:
+        subscription = self.subscriptions.pop(sub_id, None)
+        if subscription is not None:
+            self.args_bytes -= len(subscription.canonical_args)
+        return subscription
+
     async def on_mutation(self, frame: dict[str, Any]) -> None:
-        self._count_inflight()
+        self._count_inflight(frame)
         self._mutations.put_nowait(frame)
 
     async def on_action(self, frame: dict[str, Any]) -> None:
-        self._count_inflight()
+        self._count_inflight(frame)
         self._spawn(self._run_action(frame))
 
     async def on_authenticate(self, frame: dict[str, Any]) -> None:
@@ -268,7 +323,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         if token is None:
             user = None
         else:
-            user = await _in_thread(reactive_settings.TOKEN_AUTHENTICATOR, token)
+            user = await self._call(reactive_settings.TOKEN_AUTHENTICATOR, token)
             if user is None:
                 raise Unauthenticated("Invalid or expired token.")
         if (user.pk if user is not None else None) == self.user_id:
@@ -279,19 +334,42 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             if subscription.instance_id is None or self.hub.is_identity_bound(subscription.instance_id):
                 self.resubscribe(sub_id)
 
-    def _count_inflight(self) -> None:
+    def _count_inflight(self, frame: dict[str, Any]) -> None:
         if self.inflight >= reactive_settings.MAX_INFLIGHT_REQUESTS:
             raise LimitExceeded(f"At most {reactive_settings.MAX_INFLIGHT_REQUESTS} requests in flight.")
+        size = frame["_size"]
+        if self.inflight_bytes + size > reactive_settings.MAX_INFLIGHT_BYTES:
+            raise LimitExceeded(
+                f"At most {reactive_settings.MAX_INFLIGHT_BYTES} bytes of requests in flight; "
+                "wait for results before sending more."
+            )
         self.inflight += 1
+        self.inflight_bytes += size
+
+    def _done_inflight(self, frame: dict[str, Any]) -> None:
+        self.inflight -= 1
+        self.inflight_bytes -= frame["_size"]
+
+    async def _call(self, func, *args: Any, **kwargs: Any) -> Any:
+        """Run user code for this connection: in the user-code pool, a bounded number at once."""
+        async with self._calls:
+            return await run_user_code(func, *args, **kwargs)
 
     # Requests ----------------------------------------------------------------------------
 
     async def _run_mutations(self) -> None:
         while True:
             frame = await self._mutations.get()
-            request_id = frame["request_id"]
             try:
-                outcome = await _in_thread(
+                await self._run_mutation(frame)
+            finally:
+                self._done_inflight(frame)
+
+    async def _run_mutation(self, frame: dict[str, Any]) -> None:
+        request_id = frame["request_id"]
+        try:
+            try:
+                outcome = await self._call(
                     guarded,
                     frame["name"],
                     call_mutation,
@@ -301,28 +379,35 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                     session_id=self.session_id,
                     request_id=request_id,
                 )
-                # Read your own writes: the result follows every transition the commit caused.
-                version = outcome.version
-                if version is None:  # the log was unreachable; the hub is closing this socket
-                    version = self.hub.processed_version
-                await self.hub.wait_processed(version)
-                self.push_result(protocol.mutation_result_frame(request_id, outcome.payload, version))
             except ProtocolError as error:
                 self.push(protocol.failed_result_frame("mutation_result", request_id, error))
-            finally:
-                self.inflight -= 1
+                return
+            # Read your own writes: the result follows every transition the commit caused.
+            version = outcome.version
+            if version is None:  # the log was unreachable; the hub is closing this socket
+                version = self.hub.processed_version
+            await self.hub.wait_processed(version)
+            self.push_result(protocol.mutation_result_frame(request_id, outcome.payload, version))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the runner goes on: later mutations still get their results
+            error = server_error(f"mutation {frame.get('name')!r}", exc)
+            self.push(protocol.failed_result_frame("mutation_result", request_id, error))
 
     async def _run_action(self, frame: dict[str, Any]) -> None:
         request_id = frame["request_id"]
         try:
-            payload = await _in_thread(
+            payload = await self._call(
                 guarded, frame["name"], call_action, frame["name"], frame["args"], self.user
             )
             self.push(protocol.action_result_frame(request_id, payload))
         except ProtocolError as error:
             self.push(protocol.failed_result_frame("action_result", request_id, error))
+        except Exception as exc:
+            error = server_error(f"action {frame.get('name')!r}", exc)
+            self.push(protocol.failed_result_frame("action_result", request_id, error))
         finally:
-            self.inflight -= 1
+            self._done_inflight(frame)
 
     # Called by the hub -------------------------------------------------------------------
 
@@ -345,6 +430,4 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             return
         self.hub.unsubscribe(self, sub_id, subscription.instance_id)
         subscription.instance_id = subscription.request_id = None
-        self.hub.subscribe(
-            self, sub_id, subscription.function.name, subscription.validated, subscription.raw_args
-        )
+        self.hub.subscribe(self, sub_id, subscription.function.name, subscription.canonical_args)

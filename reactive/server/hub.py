@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..backends import get_backend
-from ..backends.base import Batch, Ensure, Release
+from ..backends.base import BackendUnavailable, Batch, Ensure, Release
 from ..engine import worker
+from ..engine.execution import server_error
 from ..engine.instances import candidate_ids, instance_base
+from ..functions import encoding
 
 logger = logging.getLogger("reactive.hub")
 
@@ -108,12 +110,10 @@ class Hub:
 
     # Called by consumers (event loop) ----------------------------------------------------
 
-    def subscribe(
-        self, consumer: Subscriber, sub_id: int, name: str, validated: dict, raw_args: dict
-    ) -> None:
+    def subscribe(self, consumer: Subscriber, sub_id: int, name: str, canonical_args: bytes) -> None:
         """Attach a subscription; its first value reaches the consumer as a transition."""
         user_id = consumer.user_id
-        base = instance_base(name, validated)
+        base = instance_base(name, canonical_args)
         candidates = candidate_ids(base, user_id)
         for candidate in candidates:
             instance = self.instances.get(candidate)
@@ -122,11 +122,17 @@ class Hub:
                 consumer.push_transition(self.processed_version, [instance.entry(sub_id)])
                 return
         request_id = next(self._request_ids)
-        request = Ensure(request_id, self.hub_id, name, raw_args, user_id)
+        request = Ensure(request_id, self.hub_id, name, encoding.loads(canonical_args), user_id)
         self._requests[request_id] = _Pending(consumer, sub_id, request, candidates)
         self._pending_candidates.update(candidates)
         consumer.awaiting(sub_id, request_id)
-        self._submit(request)
+        try:
+            self._submit(request)
+        except Exception as exc:
+            # This request alone fails (the caller answers it with an error frame).
+            del self._requests[request_id]
+            self._pending_candidates.subtract(candidates)
+            raise server_error(f"subscribe {name!r}", exc) from exc
 
     def unsubscribe(self, consumer: Subscriber, sub_id: int, instance_id: str | None) -> None:
         if instance_id is None:
@@ -228,7 +234,10 @@ class Hub:
         if instance is None or instance.subscribers or self._pending_candidates[instance_id] > 0:
             return
         del self.instances[instance_id]
-        self._submit(Release(self.hub_id, instance_id))
+        try:
+            self._submit(Release(self.hub_id, instance_id))
+        except Exception:  # the instance stays live in the invalidator until this hub goes away
+            logger.exception("Could not release %s", instance_id)
 
     def resubmit_pending(self) -> None:
         """Send every unanswered subscribe request again (the worker attaches idempotently)."""
@@ -237,14 +246,26 @@ class Hub:
                 self._submit(pending.request)
 
     def _submit(self, request: Ensure | Release) -> None:
+        """Send a request; an unreachable backend fails the whole hub, anything else raises."""
         try:
             self.backend.submit(request)
-        except Exception as exc:
-            self.fail(f"the backend refused a request: {exc}")
+        except BackendUnavailable as exc:
+            self.fail(f"the backend is unreachable: {exc}")
+
+    def rejoin(self) -> None:
+        """The invalidator may have released this process's instances (it missed heartbeats):
+        forget every local value and subscribe each subscription again, so that none stays
+        silently stale."""
+        instances, self.instances = self.instances, {}
+        logger.warning("Hub %s rejoins: subscribing %d instances again", self.hub_id, len(instances))
+        for instance in instances.values():
+            for consumer, sub_ids in instance.subscribers.items():
+                for sub_id in list(sub_ids):
+                    consumer.resubscribe(sub_id)
 
     def fail(self, reason: str) -> None:
-        """The backend is unreachable: close every socket (1012, "service restart") so that
-        clients reconnect, to a new hub, and subscribe afresh once the backend is back."""
+        """The backend is unreachable: close every socket so that clients reconnect, to a new
+        hub, and subscribe afresh once the backend is back."""
         if self.closed:
             return
         logger.warning("Hub %s failed (%s); closing %d sockets", self.hub_id, reason, len(self.consumers))

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from ..errors import BadMessage, ProtocolError
+from ..functions import encoding
 
 PROTOCOL_VERSION = 1
 MAX_ID = 2**53 - 1
@@ -96,7 +97,9 @@ def reference_of(frame: Any) -> dict[str, int]:
 
 
 def dumps(frame: dict[str, Any]) -> str:
-    return orjson.dumps(frame).decode()
+    """A frame's text. Never fails on what a client sent: integers beyond 64 bits in an error's
+    data are encoded too (``encoding.dumps``)."""
+    return encoding.dumps(frame).decode()
 
 
 def error_frame(error: ProtocolError, **reference: int) -> str:

@@ -24,3 +24,28 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
+
+
+class ConnectionCounter:
+    """Open connections per key (a user, a client address) in this process, under a cap."""
+
+    def __init__(self) -> None:
+        self._counts: dict[object, int] = {}
+
+    def acquire(self, key: object, limit: int | None) -> bool:
+        """Count one more connection for ``key``; False (and nothing counted) past ``limit``."""
+        count = self._counts.get(key, 0)
+        if limit is not None and count >= limit:
+            return False
+        self._counts[key] = count + 1
+        return True
+
+    def release(self, key: object) -> None:
+        count = self._counts.get(key, 0) - 1
+        if count > 0:
+            self._counts[key] = count
+        else:
+            self._counts.pop(key, None)
+
+    def count(self, key: object) -> int:
+        return self._counts.get(key, 0)

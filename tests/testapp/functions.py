@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from reactive import ReactiveError, action, mutation, query
 from reactive.engine.execution import call_query
+from tests import clock as test_clock
 from tests import writes
 
 
@@ -23,6 +24,17 @@ def write(ctx: Any, path: str, kwargs: dict[str, Any]) -> Any:
 def fresh(ctx: Any, name: str, args: dict[str, Any]) -> Any:
     """A fresh run of a query, as the oracle's reference value."""
     return call_query(name, args, ctx.user_or_none)
+
+
+@action(
+    args={
+        "freeze": serializers.BooleanField(required=False, allow_null=True, default=None),
+        "advance": serializers.FloatField(required=False, default=0.0),
+    }
+)
+def clock(ctx: Any, freeze: bool | None, advance: float) -> float:
+    """Freeze, move or thaw the server's rate-limit clock (tests/clock.py)."""
+    return test_clock.control(freeze_it=freeze, advance_by=advance)
 
 
 @action

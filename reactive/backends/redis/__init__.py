@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -26,7 +27,7 @@ from channels.layers import get_channel_layer
 
 from ...records import ChangeRecord
 from ...settings import reactive_settings
-from ..base import Backend, Batch, DropHub, InstanceUpdate, Request
+from ..base import Backend, BackendUnavailable, Batch, DropHub, InstanceUpdate, Request
 from .index import RedisIndex
 from .keys import (
     EPOCH,
@@ -69,17 +70,26 @@ class RedisBackend(Backend):
         self._live_hubs: tuple[float, set[str]] = (0.0, set())
         # Small deployments run the worker in every server process; one holds the lease.
         self.worker_in_server = reactive_settings.RUN_WORKER_IN_SERVER
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reactive-redis")
 
     # Server process side -----------------------------------------------------------------
 
     def submit(self, request: Request) -> None:
-        self.client.xadd(REQUESTS, {"d": request_payload(request)}, maxlen=REQUESTS_LENGTH, approximate=True)
+        payload = request_payload(request)
+        try:
+            self.client.xadd(REQUESTS, {"d": payload}, maxlen=REQUESTS_LENGTH, approximate=True)
+        except redis.RedisError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def _in_io_thread(self, func, *args: Any) -> Any:
+        """Blocking Redis calls of the hub's own work, on threads no user code can occupy."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)
 
     async def connect_hub(self, hub) -> None:
         # Subscribed before the hub is announced: no batch sent to it can be missed.
         hub.hub_id = await get_channel_layer().new_channel("reactive.hub.")
         self._hubs[hub.hub_id] = hub
-        await asyncio.to_thread(self.client.zadd, HUBS, {hub.hub_id: time.time() + HUB_TIMEOUT_SECONDS})
+        await self._in_io_thread(self.client.zadd, HUBS, {hub.hub_id: time.time() + HUB_TIMEOUT_SECONDS})
         self._hub_tasks[hub.hub_id] = [
             hub.loop.create_task(self._receive_batches(hub)),
             hub.loop.create_task(self._heartbeat(hub)),
@@ -100,12 +110,22 @@ class RedisBackend(Backend):
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                await asyncio.to_thread(
-                    self.client.zadd, HUBS, {hub.hub_id: time.time() + HUB_TIMEOUT_SECONDS}
-                )
+                previous = await self._in_io_thread(self._beat, hub.hub_id)
             except redis.RedisError as exc:
                 hub.fail(f"heartbeat failed: {exc}")
                 return
+            if previous is None or previous < time.time():
+                # The deadline passed before this beat (the process was stalled): the worker may
+                # have released this process's instances. Subscribe them again, at once.
+                hub.rejoin()
+
+    def _beat(self, hub_id: str) -> float | None:
+        """Push this hub's deadline forward; return the deadline it had (None: forgotten)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zscore(HUBS, hub_id)
+        pipe.zadd(HUBS, {hub_id: time.time() + HUB_TIMEOUT_SECONDS})
+        previous, _ = pipe.execute()
+        return previous
 
     async def _receive_batches(self, hub) -> None:
         layer = get_channel_layer()
@@ -127,7 +147,7 @@ class RedisBackend(Backend):
             hub.apply_batch(batch_of(message, hub.hub_id))
 
     async def _resync(self, hub) -> None:
-        stored = await asyncio.to_thread(self._stored_results, list(hub.instances))
+        stored = await self._in_io_thread(self._stored_results, list(hub.instances))
         batch = Batch(version=int(stored.pop("__version__")))
         for instance_id, (payload, is_error) in stored.items():
             batch.updates.append(InstanceUpdate(instance_id, payload, is_error))
@@ -207,7 +227,12 @@ class RedisBackend(Backend):
     # The worker's durable state, for a standby that takes over -----------------------------
 
     def save_progress(self, version: int) -> None:
-        self.client.hset(PROGRESS, mapping={"version": version, "requests": self._requests_cursor})
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(PROGRESS, mapping={"version": version, "requests": self._requests_cursor})
+        # Requests the worker has read are not needed again (a standby resumes after the saved
+        # cursor): the stream holds only what is still to be read.
+        pipe.xtrim(REQUESTS, minid=self._requests_cursor, approximate=False)
+        pipe.execute()
 
     def load_progress(self) -> int:
         version, requests = self.client.hmget(PROGRESS, "version", "requests")
@@ -225,7 +250,7 @@ class RedisBackend(Backend):
                 INSTANCE + instance.id,
                 mapping={
                     "name": instance.function.name,
-                    "args": orjson.dumps(instance.raw_args),
+                    "args": orjson.dumps(instance.canonical_args),
                     "user": orjson.dumps(instance.user_id),
                     "bound": "1" if instance.identity_bound else "0",
                     "payload": instance.payload,
@@ -282,6 +307,7 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         super().close()
+        self._io.shutdown(wait=False)
         if self._sender is not None:
             self._sender.close()
         self.client.close()
