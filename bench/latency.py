@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from reactive.client import ReactiveClient  # noqa: E402
+from reactive.client.testing import InstrumentedClient  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -259,7 +260,7 @@ class DaphneServer:
 
 @dataclass
 class Subscriber:
-    client: ReactiveClient
+    client: InstrumentedClient
     receipts: list[tuple[int, Any]] = field(default_factory=list)  # (receipt ns, frame)
     sub: Any = None
 
@@ -269,7 +270,7 @@ class Subscriber:
 
 
 def make_subscriber(url: str) -> Subscriber:
-    client = ReactiveClient(url, reconnect=False, connect_timeout=60.0)
+    client = InstrumentedClient(url, reconnect=False, connect_timeout=60.0)
     subscriber = Subscriber(client)
     receipts = subscriber.receipts
     monotonic_ns = time.monotonic_ns

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from reactive.client import ReactiveClient, ReactiveClientError, Subscription
+from reactive.client.testing import InstrumentedClient
 from tests.conftest import ASGI_APP, DAPHNE_LIMITS, ROOT, free_port, wait_for_port
 from tests.services import Service, start_redis
 
@@ -271,8 +272,8 @@ class Cluster:
             pass
 
 
-async def connect(url: str, **options: Any) -> ReactiveClient:
-    client = ReactiveClient(url, **options)
+async def connect(url: str, **options: Any) -> InstrumentedClient:
+    client = InstrumentedClient(url, **options)
     await client.connect()
     return client
 

@@ -5,7 +5,8 @@
 - ``socket``: a Daphne server in a subprocess with its own database. Writes run in the server's
   process through the ``testapp.write`` action.
 
-Both are reached over a real WebSocket with ``reactive.client``.
+Both are reached over a real WebSocket with ``reactive.client``: tests get the instrumented
+client (``reactive.client.testing``), which also logs frames and sends raw ones.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 import pytest_asyncio
 
 from reactive.client import ReactiveClient
+from reactive.client.testing import InstrumentedClient
 
 ROOT = Path(__file__).resolve().parent.parent
 # Above REACTIVE's MAX_MESSAGE_BYTES, so oversized frames reach the app and get `too_large`.
@@ -189,8 +191,8 @@ class Harness:
         self._control: ReactiveClient | None = None
 
     @asynccontextmanager
-    async def client(self, **options: Any) -> AsyncIterator[ReactiveClient]:
-        client = ReactiveClient(self.server.ws_url, **options)
+    async def client(self, **options: Any) -> AsyncIterator[InstrumentedClient]:
+        client = InstrumentedClient(self.server.ws_url, **options)
         await client.connect()
         try:
             yield client

@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from reactive.client import ReactiveClient, ReactiveClientError, Subscription
+from reactive.client.testing import InstrumentedClient
 from tests.cluster import Cluster, Process, connect, wait_for_oracle
 from tests.test_admin import AdminBrowser, _change_form_fields
 
@@ -43,16 +44,18 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 @contextlib.asynccontextmanager
-async def clients() -> AsyncIterator[list[ReactiveClient]]:
+async def clients() -> AsyncIterator[list[InstrumentedClient]]:
     """Every client a test opens, closed at the end whatever happens."""
-    opened: list[ReactiveClient] = []
+    opened: list[InstrumentedClient] = []
     try:
         yield opened
     finally:
         await asyncio.gather(*(client.close() for client in opened), return_exceptions=True)
 
 
-async def open_client(opened: list[ReactiveClient], server: Process, **options: Any) -> ReactiveClient:
+async def open_client(
+    opened: list[InstrumentedClient], server: Process, **options: Any
+) -> InstrumentedClient:
     client = await connect(server.ws_url, **options)
     opened.append(client)
     return client
@@ -66,7 +69,7 @@ async def make_channels(control: ReactiveClient, count: int, messages: int = 2) 
     )
 
 
-def no_violations(*clients_: ReactiveClient) -> None:
+def no_violations(*clients_: InstrumentedClient) -> None:
     for client in clients_:
         assert not client.protocol_violations, (client.url, client.protocol_violations)
 
@@ -266,7 +269,7 @@ async def test_clients_recover_correct_values_after_a_redis_restart(cluster: Clu
         await write_round("before", 10)
         await wait_for_oracle(control, subscriptions, timeout=5)
         frames_before = [client.frames_received for client in watchers]
-        sockets: dict[ReactiveClient, list[Any]] = {client: [] for client in [*watchers, *writers]}
+        sockets: dict[InstrumentedClient, list[Any]] = {client: [] for client in [*watchers, *writers]}
 
         async def record_sockets() -> None:
             # The client reconnects by itself; keep each socket it used to read its close code.

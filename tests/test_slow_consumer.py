@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from reactive.client import ReactiveClient
+from reactive.client.testing import InstrumentedClient
 from tests.conftest import ROOT, free_port, server_env, wait_for_port
 
 pytestmark = pytest.mark.asyncio
@@ -53,7 +54,7 @@ def rss_kib(pid: int) -> int:
 async def test_client_that_stops_reading_costs_bounded_memory_and_catches_up(uvicorn_server):
     port, process = uvicorn_server
     url = f"ws://127.0.0.1:{port}/reactive/ws/"
-    async with ReactiveClient(url) as control, ReactiveClient(url) as fast:
+    async with ReactiveClient(url) as control, InstrumentedClient(url) as fast:
         (channel,) = await control.action(
             "testapp.write", {"path": "make_channels", "kwargs": {"count": 1, "messages": 0}}
         )
