@@ -60,9 +60,12 @@ async def reconnect_with_backoff(
     full jitter, so that the clients of a restarted server do not all come back at once.
     """
     attempt = 0
+    cap = min(maximum, initial)
     while not stopped():
-        cap = min(maximum, initial * (2**attempt))
         await asyncio.sleep(random.uniform(0, cap))
+        # Doubled from the last cap, not computed as initial * 2**attempt: that int overflows a
+        # float after 1,024 attempts (a few hours of an unreachable server) and kills the loop.
+        cap = min(maximum, cap * 2)
         attempt += 1
         try:
             await open_connection()
