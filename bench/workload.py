@@ -18,6 +18,7 @@ from typing import Any
 from bench import Broken
 from bench.stats import achieved_rate, summary_ms
 from reactive.client import ReactiveClient
+from reactive.client.testing import InstrumentedClient
 
 CONNECT_CONCURRENCY = 50  # under Twisted's default listen backlog (50)
 DELIVERY_TIMEOUT_S = 30.0
@@ -44,7 +45,7 @@ class Subscriber:
 
 
 def make_subscriber(url: str) -> Subscriber:
-    client = ReactiveClient(url, reconnect=False, connect_timeout=60.0)
+    client = InstrumentedClient(url, reconnect=False, connect_timeout=60.0)
     subscriber = Subscriber(client)
     receipts = subscriber.receipts
     monotonic_ns = time.monotonic_ns

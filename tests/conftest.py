@@ -26,6 +26,7 @@ from harness.ports import Listening, free_port, wait_for_port
 from harness.processes import DAPHNE_LIMITS, Process, daphne_command, django_env
 from harness.processes import migrate as migrate_database
 from reactive.client import ReactiveClient
+from reactive.client.testing import InstrumentedClient
 from tests import clock
 
 
@@ -139,8 +140,8 @@ class Harness:
         self._control: ReactiveClient | None = None
 
     @asynccontextmanager
-    async def client(self, **options: Any) -> AsyncIterator[ReactiveClient]:
-        client = ReactiveClient(self.server.ws_url, **options)
+    async def client(self, **options: Any) -> AsyncIterator[InstrumentedClient]:
+        client = InstrumentedClient(self.server.ws_url, **options)
         await client.connect()
         try:
             yield client

@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect as ws_connect
 from harness.cluster import Cluster
 from harness.processes import Process
 from reactive.client import ReactiveClient, ReactiveClientError, Subscription
+from reactive.client.testing import InstrumentedClient
 from tests.test_admin import AdminBrowser, _change_form_fields
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.redis_only]
@@ -79,7 +80,7 @@ def no_violations(*clients_: ReactiveClient) -> None:
 
 
 async def connect(url: str, **options: Any) -> ReactiveClient:
-    client = ReactiveClient(url, **options)
+    client = InstrumentedClient(url, **options)
     await client.connect()
     return client
 

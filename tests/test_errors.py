@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from reactive.client import ReactiveClient, ReactiveClientError
+from reactive.client.testing import InstrumentedClient
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,7 +31,7 @@ def is_error(frame: dict[str, Any]) -> bool:
     return frame.get("type") == "error"
 
 
-async def send_expecting_error(client: ReactiveClient, raw: Any, timeout: float = 10.0) -> dict[str, Any]:
+async def send_expecting_error(client: InstrumentedClient, raw: Any, timeout: float = 10.0) -> dict[str, Any]:
     """Send ``raw`` as is; return the first ``error`` frame received after it."""
     mark = client.frames_received
     await client.send_raw(raw)
@@ -81,7 +82,7 @@ async def assert_still_serves(client: ReactiveClient, number: int = 7) -> None:
     await subscription.unsubscribe()
 
 
-async def transition_update(client: ReactiveClient, sub_id: int, since: int) -> dict[str, Any]:
+async def transition_update(client: InstrumentedClient, sub_id: int, since: int) -> dict[str, Any]:
     """The first update for ``sub_id`` in a transition received after ``since``."""
 
     def carries(frame: dict[str, Any]) -> bool:
@@ -93,7 +94,7 @@ async def transition_update(client: ReactiveClient, sub_id: int, since: int) -> 
     return next(update for update in frame["updates"] if update.get("id") == sub_id)
 
 
-async def transition_error(client: ReactiveClient, sub_id: int, since: int) -> dict[str, Any]:
+async def transition_error(client: InstrumentedClient, sub_id: int, since: int) -> dict[str, Any]:
     update = await transition_update(client, sub_id, since)
     assert set(update) == {"id", "error"}, update
     return update["error"]
@@ -331,7 +332,7 @@ async def test_connect_with_protocol_2_gets_bad_message_naming_the_supported_pro
 
 
 async def test_connect_as_first_frame_with_protocol_2_gets_bad_message(harness):
-    client = ReactiveClient(harness.server.ws_url, send_connect=False, reconnect=False)
+    client = InstrumentedClient(harness.server.ws_url, send_connect=False, reconnect=False)
     await client.connect()
     try:
         frame = await send_expecting_error(
@@ -853,7 +854,7 @@ async def test_rate_limited_frames_with_a_request_id_are_refused_with_that_reque
 # -- other clients are unaffected ----------------------------------------------------------------
 
 
-async def _send_all(client: ReactiveClient, frames: list[Any]) -> list[BaseException]:
+async def _send_all(client: InstrumentedClient, frames: list[Any]) -> list[BaseException]:
     """Send every frame as is; return the failures (a dropped connection fails the rest)."""
     failures: list[BaseException] = []
     for frame in frames:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reactive.client import ReactiveClient
+from reactive.client.testing import InstrumentedClient
 
 pytestmark = pytest.mark.asyncio
 
@@ -366,6 +366,6 @@ async def test_api_calls_without_session_cookie_need_no_csrf_token(harness):
 
 async def test_websocket_and_http_agree_on_a_query_value(harness):
     assert_ok(await post(harness, "query", {"name": "testapp.echo", "args": {"number": 9}}), 9)
-    client = ReactiveClient(harness.server.ws_url)
+    client = InstrumentedClient(harness.server.ws_url)
     async with client:
         assert await client.query("testapp.echo", {"number": 9}) == 9

@@ -94,9 +94,9 @@ def make_machine(harness: Harness, loop: LoopThread) -> type[RuleBasedStateMachi
             self.task_ids: list[int] = []
 
         async def _connect(self) -> Any:
-            from reactive.client import ReactiveClient
+            from reactive.client.testing import InstrumentedClient
 
-            client = ReactiveClient(harness.server.ws_url)
+            client = InstrumentedClient(harness.server.ws_url)
             await client.connect()
             return client
 

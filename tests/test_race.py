@@ -9,7 +9,7 @@ import threading
 import pytest
 from django.db import close_old_connections
 
-from reactive.client import ReactiveClient
+from reactive.client.testing import InstrumentedClient
 from reactive.engine.instances import SHARED, instance_base, instance_id
 from reactive.engine.invalidator import hooks
 from reactive.functions.registry import get_function
@@ -46,7 +46,7 @@ async def test_write_between_first_run_and_read_set_registration_is_not_missed(i
 
     hooks.before_register = commit_a_message
     try:
-        async with ReactiveClient(inprocess_server.ws_url) as client:
+        async with InstrumentedClient(inprocess_server.ws_url) as client:
             messages = client.subscribe("chat.list_messages", args)
             # The first run saw no message; the write landed before its read set was registered
             # and must still reach the subscriber.

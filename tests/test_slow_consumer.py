@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from harness.ports import free_port
 from harness.processes import Process, migrate, uvicorn_command
 from reactive.client import ReactiveClient
+from reactive.client.testing import InstrumentedClient
 from tests.conftest import server_env
 
 pytestmark = pytest.mark.asyncio
@@ -37,7 +38,7 @@ def uvicorn_server(tmp_path: Path):
 async def test_client_that_stops_reading_costs_bounded_memory_and_catches_up(uvicorn_server):
     port, process = uvicorn_server
     url = f"ws://127.0.0.1:{port}/reactive/ws/"
-    async with ReactiveClient(url) as control, ReactiveClient(url) as fast:
+    async with ReactiveClient(url) as control, InstrumentedClient(url) as fast:
         (channel,) = await control.action(
             "testapp.write", {"path": "make_channels", "kwargs": {"count": 1, "messages": 0}}
         )
