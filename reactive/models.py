@@ -1,4 +1,4 @@
-"""The app's one table: stored mutation results, for replay after a reconnect."""
+"""The app's tables: stored mutation results (for replay after a reconnect), and the change log."""
 
 from __future__ import annotations
 
@@ -43,3 +43,29 @@ class MutationRecord(models.Model):
     def delete_expired(cls, ttl_hours: float) -> int:
         deleted, _ = cls.objects.filter(created__lt=timezone.now() - timedelta(hours=ttl_hours)).delete()
         return deleted
+
+
+class ChangeLogEntry(models.Model):
+    """One committed transaction's changes, appended inside that transaction just before COMMIT.
+
+    So a record exists if and only if its data committed, whichever process committed it. Its
+    version is its id on SQLite, where one writer at a time makes id order commit order, and
+    ``xid + 1`` on Postgres, where ids are not in commit order and readers read only below the
+    oldest transaction still in progress. ``capture/logtable.py`` has the SQL that appends,
+    reads and prunes; docs/architecture.md the reasons.
+    """
+
+    # Postgres: the writing transaction's id (pg_current_xact_id(), 64 bits, never wraps).
+    xid = models.BigIntegerField(null=True)
+    created = models.DateTimeField()
+    # encode_change() of the transaction's row changes and opaque tables (reactive/records.py).
+    changes = models.TextField()
+
+    class Meta:
+        db_table = "reactive_changelog"
+        indexes = [
+            models.Index(fields=["xid"], condition=models.Q(xid__isnull=False), name="reactive_changelog_xid")
+        ]
+
+    def __str__(self) -> str:
+        return f"change {self.xid if self.xid is not None else self.pk}"

@@ -2,12 +2,16 @@
 
 - ``ReadSet`` (capture -> index): the rows a query run depends on.
 - ``RowChange`` and ``ChangeRecord`` (capture -> change log -> invalidator): what a commit wrote.
+- ``value_text`` and ``encode_change`` / ``decode_change``: the one text form of values and of
+  change records, shared by the log table, the in-memory index and Redis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+
+import orjson
 
 # The table name standing for "every table": what a raw SQL read whose tables are unknown reads.
 ANY_TABLE = "*"
@@ -87,3 +91,53 @@ class ChangeRecord:
     version: int
     rows: tuple[RowChange, ...] = ()
     opaque_tables: frozenset[str] = field(default_factory=frozenset)
+
+
+# The text form ---------------------------------------------------------------------------------
+# A change record is written to the log table by one process and read by others, so its values
+# travel as text. Canonical values become typed text (``i5``, ``sabc``, ``~`` for NULL): two values
+# are equal exactly when their texts are, whatever the type, so the index compares texts only.
+
+
+def value_text(value: Hashable) -> str:
+    """A canonical value as typed text, identical for reads (the index) and writes (row images)."""
+    if value is None:
+        return "~"
+    if value is True or value is False:
+        return "b1" if value else "b0"
+    if isinstance(value, int):
+        return f"i{value}"
+    if isinstance(value, float):
+        return f"f{value!r}"
+    if isinstance(value, str):
+        return "s" + value
+    if isinstance(value, bytes):
+        return "x" + value.hex()
+    if isinstance(value, tuple):
+        return "t(" + ",".join(value_text(item) for item in value) + ")"
+    return "r" + repr(value)
+
+
+def image_text(image: RowImage | None) -> dict[str, str] | None:
+    return None if image is None else {column: value_text(value) for column, value in image.items()}
+
+
+def encode_change(rows: Iterable[RowChange], opaque_tables: Iterable[str]) -> str:
+    """One commit's changes as the JSON text stored in the change log (images as value texts)."""
+    return orjson.dumps(
+        {
+            "rows": [[row.table, image_text(row.old), image_text(row.new)] for row in rows],
+            "opaque": sorted(opaque_tables),
+        }
+    ).decode()
+
+
+def decode_change(version: int, text: str | bytes) -> ChangeRecord:
+    """A change record read back from the log: its row images hold value texts."""
+    data = orjson.loads(text)
+    rows = tuple(RowChange(table, old, new) for table, old, new in data["rows"])
+    return ChangeRecord(version, rows, frozenset(data["opaque"]))
+
+
+# What a pruned stretch of the log is replaced by: every table changed.
+EVERYTHING_CHANGED = encode_change((), (ANY_TABLE,))

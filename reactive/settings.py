@@ -14,7 +14,7 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 DEFAULTS: dict[str, Any] = {
-    # "embedded" (in-process log and index; one server process) or "redis".
+    # "embedded" (each server process tails the change log and keeps its own index) or "redis".
     "BACKEND": "embedded",
     "REDIS_URL": None,
     # WebSocket path and the per-connection limits announced in `connected`.
@@ -48,10 +48,22 @@ DEFAULTS: dict[str, Any] = {
     # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens.
     "TOKEN_AUTHENTICATOR": "reactive.auth.authenticate_signed_token",
     "TOKEN_MAX_AGE_SECONDS": 7 * 24 * 3600,
-    # Tables whose writes never invalidate anything (the app's own bookkeeping and sessions).
-    "IGNORED_TABLES": ["reactive_mutationrecord", "django_session", "django_migrations"],
-    # How many recent change records the log keeps (embedded deque, Redis stream).
+    # Tables whose writes never invalidate anything (the app's own bookkeeping, the change log
+    # itself, and sessions): a transaction that writes only these appends no change record.
+    "IGNORED_TABLES": [
+        "reactive_mutationrecord",
+        "reactive_changelog",
+        "django_session",
+        "django_migrations",
+    ],
+    # The change log table (reactive_changelog) keeps at most this many records that every
+    # reader could read, and none older than CHANGE_LOG_RETENTION_SECONDS; a reader that falls
+    # further behind re-runs every live query once instead of missing a change.
     "CHANGE_LOG_LENGTH": 10000,
+    "CHANGE_LOG_RETENTION_SECONDS": 3600,
+    # SQLite: how often a tailing process asks whether another process committed
+    # (PRAGMA data_version, a few microseconds). Postgres needs no polling (LISTEN/NOTIFY).
+    "CHANGE_LOG_POLL_SECONDS": 0.002,
     # Redis backend: run the worker (invalidator) inside each server process too, for small
     # deployments; one of them holds the lease at a time.
     "RUN_WORKER_IN_SERVER": False,

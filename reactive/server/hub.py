@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
+from django.db import connection
+
 from ..backends import get_backend
 from ..backends.base import BackendUnavailable, Batch, Ensure, Release
 from ..engine import worker
@@ -90,7 +92,7 @@ class Hub:
         self.loop = loop
         self.backend = get_backend()
         self.instances: dict[str, LocalInstance] = {}
-        self.processed_version = self.backend.log.head()
+        self.processed_version = 0  # the log's head once connected (a database read)
         self._requests: dict[int, _Pending] = {}
         self._request_ids = itertools.count(1)
         # Instance ids an in-flight Ensure may map to: not released while one may land on them.
@@ -102,6 +104,8 @@ class Hub:
         self.connected = loop.create_task(self._connect())
 
     async def _connect(self) -> None:
+        head = await asyncio.to_thread(_log_head, self.backend)
+        self.processed_version = max(self.processed_version, head)
         await self.backend.connect_hub(self)
         started = worker.ensure_running(self.backend)
         if started is not None:
@@ -280,6 +284,15 @@ class Hub:
                 if not future.done():
                     future.cancel()
             self.backend.disconnect_hub(self)
+
+
+def _log_head(backend) -> int:
+    """The log's head, read once per hub in a thread of the loop's executor (it then lets go of
+    the connection it opened there)."""
+    try:
+        return backend.log.head()
+    finally:
+        connection.close()
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
