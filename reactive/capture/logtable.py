@@ -101,8 +101,9 @@ def available(connection) -> bool:
         return True
     if key not in _warned:
         _warned.add(key)
-        # Expected while ``migrate`` creates the tables; a server would fail to read the log.
-        logger.info(
+        # Expected while ``migrate`` creates the tables (so not a warning); a server or worker
+        # reading the log fails loudly instead.
+        logger.debug(
             "The %s table is missing from the database %r (run manage.py migrate): "
             "its commits reach no subscriber until it exists.",
             LOG_TABLE,
