@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.test import override_settings
 
-from harness.processes import ROOT, manage_command
+from harness.processes import ROOT, django_env, manage_command
 from project.chat.models import Channel, Message
 from reactive.backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release
 from reactive.backends.embedded import EmbeddedBackend
@@ -216,25 +218,23 @@ def test_a_commit_in_another_process_ends_the_invalidators_wait(backend: Backend
     assert [row.new["name"] for record in found for row in record.rows] == ["sfrom a shell"]
 
 
-def run_manage(*args: str):
-    """A management command in another process, on the test database."""
-    import subprocess
-
-    from harness.processes import django_env
-
-    settings = connection.settings_dict
-    env = django_env("tests.settings", SQLITE_PATH=settings["NAME"] if connection.vendor == "sqlite" else None)
+def run_manage(*args: str) -> subprocess.CompletedProcess:
+    """A management command in another process, on the test database (and no Redis: writers
+    need none, the record goes to the database)."""
+    name = connection.settings_dict["NAME"]
     if connection.vendor == "postgresql":
         base = os.environ["DATABASE_URL"].rpartition("/")[0]
-        env["DATABASE_URL"] = f"{base}/{settings['NAME']}"
-    env.pop("REDIS_URL", None)  # writers need no Redis: the record goes to the database
-    return subprocess.run(manage_command(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        env = django_env("tests.settings", DATABASE_URL=f"{base}/{name}", REDIS_URL=None)
+    else:
+        env = django_env("tests.settings", SQLITE_PATH=name, DATABASE_URL=None, REDIS_URL=None)
+    command = manage_command(*args)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_pruned_records_come_back_as_one_record_of_every_table(backend: Backend) -> None:
     behind = backend.log.head()
     versions = [append(backend, RowChange("chat_message", None, {"id": i})) for i in range(6)]
-    with override_settings(REACTIVE={"CHANGE_LOG_LENGTH": 2}):
+    with override_settings(REACTIVE={**settings.REACTIVE, "CHANGE_LOG_LENGTH": 2}):
         assert backend.log.prune() > 0
     assert ChangeLogEntry.objects.count() == 3  # the newest two, and the marker before them
     records = backend.log.read_after(behind, 100)
@@ -243,6 +243,23 @@ def test_pruned_records_come_back_as_one_record_of_every_table(backend: Backend)
     assert [r.rows[0].new for r in records[1:]] == [{"id": "i4"}, {"id": "i5"}]
     # A reader that had read the dropped records reads on as before.
     assert backend.log.read_after(versions[3], 100) == records[1:]
+
+
+def test_the_log_stays_bounded_while_an_invalidator_reads_it(backend: Backend) -> None:
+    cap = 20
+    after = backend.log.head()
+    written, read = [], []
+    with override_settings(REACTIVE={**settings.REACTIVE, "CHANGE_LOG_LENGTH": cap}):
+        for batch in range(60):  # 300 commits, read after every 5 as a busy invalidator would
+            written += [
+                append(backend, RowChange("chat_message", None, {"id": batch * 5 + i})) for i in range(5)
+            ]
+            while not read or read[-1] < written[-1]:
+                records, _ = backend.next_work(read[-1] if read else after, timeout=0)
+                read += [record.version for record in records]
+            # Pruned after the read: the newest `cap` records and the marker before them.
+            assert ChangeLogEntry.objects.count() <= cap + 1
+    assert read == written  # nothing it had not read yet was pruned
 
 
 def test_records_older_than_the_retention_are_pruned(backend: Backend) -> None:
