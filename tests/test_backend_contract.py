@@ -31,17 +31,28 @@ from tests.conftest import private_redis_database
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    """One Redis database of this module's own, emptied before each test."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("the Redis backend's contract runs in the Redis pass (REDIS_URL)")
+    return private_redis_database(url)
+
+
 @pytest.fixture(params=["embedded", "redis"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "embedded":
         made: Backend = EmbeddedBackend()
     else:
-        url = os.environ.get("REDIS_URL")
-        if not url:
-            pytest.skip("the Redis backend's contract runs in the Redis pass (REDIS_URL)")
+        import redis
+
         from reactive.backends.redis import RedisBackend
 
-        made = RedisBackend(private_redis_database(url))
+        url = request.getfixturevalue("redis_url")
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+        made = RedisBackend(url)
     yield made
     made.close()
 
