@@ -104,9 +104,13 @@ class Hub:
         self.connected = loop.create_task(self._connect())
 
     async def _connect(self) -> None:
-        head = await asyncio.to_thread(_log_head, self.backend)
-        self.processed_version = max(self.processed_version, head)
-        await self.backend.connect_hub(self)
+        try:
+            head = await asyncio.to_thread(_log_head, self.backend)
+            self.processed_version = max(self.processed_version, head)
+            await self.backend.connect_hub(self)
+        except BaseException:
+            self.close()  # the next socket makes a new hub (the backend may be back by then)
+            raise
         started = worker.ensure_running(self.backend)
         if started is not None:
             # A mutation's result waits for the batch of its commit: the worker must be reading.

@@ -51,6 +51,8 @@ from .transport import LayerSender, batch_of, request_of, request_payload
 
 logger = logging.getLogger("reactive.redis")
 
+PING = "reactive.ping"  # what a hub sends itself to check that the channel layer delivers
+
 
 class RedisBackend(Backend):
     def __init__(self, url: str | None = None) -> None:
@@ -65,6 +67,7 @@ class RedisBackend(Backend):
         self._renew = script(self.client, "renew")
         self._hubs: dict[str, Any] = {}
         self._hub_tasks: dict[str, list[asyncio.Task]] = {}
+        self._heard: dict[str, float] = {}  # hub id -> when its last message arrived (monotonic)
         # Worker side: the change log's tail and the requests read ahead by a thread, both
         # waited for on one condition. ``_requests_cursor`` is the last request handed to the
         # invalidator (saved with the progress), ``_read_cursor`` the last one read from Redis.
@@ -104,6 +107,7 @@ class RedisBackend(Backend):
         hub.hub_id = await get_channel_layer().new_channel("reactive.hub.")
         self._hubs[hub.hub_id] = hub
         await self._in_io_thread(self.client.zadd, HUBS, {hub.hub_id: time.time() + HUB_TIMEOUT_SECONDS})
+        self._heard[hub.hub_id] = time.monotonic()
         self._hub_tasks[hub.hub_id] = [
             hub.loop.create_task(self._receive_batches(hub)),
             hub.loop.create_task(self._heartbeat(hub)),
@@ -114,6 +118,7 @@ class RedisBackend(Backend):
             return
         for task in self._hub_tasks.pop(hub.hub_id, []):
             task.cancel()
+        self._heard.pop(hub.hub_id, None)
         try:
             self.client.zrem(HUBS, hub.hub_id)
             self.submit(DropHub(hub.hub_id))
@@ -132,6 +137,20 @@ class RedisBackend(Backend):
                 # The deadline passed before this beat (the process was stalled): the worker may
                 # have released this process's instances. Subscribe them again, at once.
                 hub.rejoin()
+            # The worker sends something every second; when it is silent (busy, or failing over)
+            # the hub pings itself through the channel layer. If not even that arrives, the
+            # layer has lost this process's subscription (a Redis restart can leave it so): a new
+            # hub subscribes afresh, and its sockets' clients reconnect to it.
+            silent = time.monotonic() - self._heard.get(hub.hub_id, time.monotonic())
+            if silent > 2 * HEARTBEAT_SECONDS:
+                hub.fail(f"nothing arrived through the channel layer for {silent:.0f} s")
+                return
+            if silent > HEARTBEAT_SECONDS:
+                try:
+                    await get_channel_layer().send(hub.hub_id, {"type": PING})
+                except Exception as exc:
+                    hub.fail(f"the channel layer is unreachable: {exc}")
+                    return
 
     def _beat(self, hub_id: str) -> float | None:
         """Push this hub's deadline forward; return the deadline it had (None: forgotten)."""
@@ -152,6 +171,9 @@ class RedisBackend(Backend):
             except Exception as exc:
                 hub.fail(f"receiving batches failed: {exc}")
                 return
+            self._heard[hub.hub_id] = time.monotonic()
+            if message["type"] == PING:
+                continue
             epoch, seq = message["epoch"], message["seq"]
             if (epoch, seq) != (expected or (epoch, 0)):
                 # A message was lost (channels_redis drops when its connection does), or a new
