@@ -43,6 +43,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             )
         )
     database = settings.DATABASES.get("default", {})
+    messages += _check_change_log(database)
     if database.get("ENGINE", "").endswith("sqlite3"):
         options = database.get("OPTIONS", {})
         if "journal_mode=wal" not in str(options.get("init_command", "")).lower().replace(" ", ""):
@@ -62,4 +63,45 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                     id="reactive.W003",
                 )
             )
+    return messages
+
+
+# What the change log needs of the database: commit order readable from the log table.
+SUPPORTED_ENGINES = ("sqlite3", "postgresql", "postgis")
+LOG_TABLE = "reactive_changelog"
+
+
+def _check_change_log(database: dict) -> list:
+    messages = []
+    engine = database.get("ENGINE", "")
+    if engine and not engine.endswith(SUPPORTED_ENGINES):
+        messages.append(
+            Error(
+                f"The change log cannot be read in commit order on {engine}.",
+                hint="reactive supports SQLite and PostgreSQL for the default database "
+                "(docs/architecture.md, The change log).",
+                id="reactive.E010",
+            )
+        )
+    if LOG_TABLE not in reactive_settings.IGNORED_TABLES:
+        messages.append(
+            Error(
+                f"REACTIVE['IGNORED_TABLES'] must include {LOG_TABLE!r}.",
+                hint="Pruning the log is a write to it; were it watched, every prune would log a change.",
+                id="reactive.E011",
+            )
+        )
+    layer = str(getattr(settings, "CHANNEL_LAYERS", {}).get("default", {}).get("BACKEND", ""))
+    if reactive_settings.BACKEND == "embedded" and "channels_redis" in layer:
+        messages.append(
+            Warning(
+                "The embedded backend runs while Redis is at hand (CHANNEL_LAYERS): each server "
+                "process re-runs every query its own sockets watch, and an update or delete made "
+                "in a process that watches nothing of its table matches every reader of it.",
+                hint="With several server processes watching the same queries, the Redis backend "
+                "(REACTIVE['BACKEND'] = 'redis') re-runs each query once for all of them. "
+                "Silence this with SILENCED_SYSTEM_CHECKS if one process serves your sockets.",
+                id="reactive.W010",
+            )
+        )
     return messages
