@@ -22,9 +22,23 @@ from harness.processes import Process
 from reactive.client import ReactiveClient
 
 SETTINGS = "bench.cluster_settings"
-# Redis keys of the backend (reactive/backends/redis.py).
-VERSION_KEY, LOG_KEY, PROGRESS_KEY = "reactive:version", "reactive:log", "reactive:progress"
+# Redis keys of the backend (reactive/backends/redis/keys.py).
+PROGRESS_KEY = "reactive:progress"
 REQUESTS_KEY = "reactive:requests"
+# The change log is a table of the database (reactive/capture/logtable.py): its head, the
+# version just past the latest record a reader can read, and how many records it holds.
+_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+LOG_HEAD_SQL = f"SELECT COALESCE(max(xid) + 1, 0), count(*) FROM reactive_changelog WHERE xid < {_HORIZON}"
+# Records at or past a version (the worker's progress) that a reader could read now, and all.
+BACKLOG_SQL = (
+    f"SELECT count(*) FILTER (WHERE xid >= %s AND xid < {_HORIZON}), count(*) FROM reactive_changelog"
+)
+
+
+def log_head(connection) -> tuple[int, int]:
+    """The change log's head version and its record count (a psycopg connection)."""
+    head, count = connection.execute(LOG_HEAD_SQL).fetchone()
+    return int(head), int(count)
 
 
 def commandstats(client) -> dict[str, int]:
@@ -62,6 +76,12 @@ class Deployment:
 
     def redis(self):
         return self.cluster.redis(socket_timeout=10)
+
+    def database(self):
+        """A connection to the cluster's Postgres database (autocommit), for ``log_head``."""
+        import psycopg
+
+        return psycopg.connect(self.cluster.database_url, autocommit=True)
 
     def cpu_snapshot(self, extra: dict[str, int] | None = None) -> dict[str, float]:
         """CPU seconds of every serving process (and ``extra`` ones), for ``stats.cpu_shares``."""
@@ -110,9 +130,9 @@ class Deployment:
     async def settle(self, timeout: float = 15.0) -> None:
         """Until the worker has read every request and every record (after closing sockets)."""
         deadline = time.monotonic() + timeout
-        with self.redis() as client:
+        with self.redis() as client, self.database() as database:
             while time.monotonic() < deadline:
-                head = int(client.get(VERSION_KEY) or 0)
+                head, _ = log_head(database)
                 version, cursor = client.hmget(PROGRESS_KEY, "version", "requests")
                 last = (
                     client.xinfo_stream(REQUESTS_KEY)["last-generated-id"]

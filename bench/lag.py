@@ -4,7 +4,7 @@
 (``bench.lag_writer``) update the counters directly through the ORM, in autocommit, on one
 open-loop schedule (500 writes/s together), round robin; each counter has one writer, so a pushed
 value names its write. Lag = receipt - commit; beside it the worker's CPU share, pushes against
-writes (coalescing) and the backlog of ``reactive:log`` behind ``reactive:progress``.
+writes (coalescing) and the backlog of the change log behind ``reactive:progress``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from bench import Broken
-from bench.cluster import LOG_KEY, PROGRESS_KEY, VERSION_KEY, Deployment, commandstats
+from bench.cluster import BACKLOG_SQL, PROGRESS_KEY, Deployment, commandstats
 from bench.plans import Plan
 from bench.stats import achieved_rate, cpu_shares, percentile, summary_ms
 from bench.tables import number, share
@@ -30,31 +30,30 @@ LAG_KEY_BASE = 200_000  # counters LAG_KEY_BASE + i
 
 
 class BacklogSampler(threading.Thread):
-    """Every 50 ms: the log's last version (``reactive:version``, = its last id), the worker's
-    ``reactive:progress`` version, and XLEN of ``reactive:log``."""
+    """Every 50 ms: the change log's records at or past the worker's ``reactive:progress`` version
+    (readable, not processed yet), and the records its table holds."""
 
     def __init__(self, deployment: Deployment) -> None:
         super().__init__(name="bench-backlog", daemon=True)
         self.client = deployment.redis()
-        self.samples: list[tuple[int, int, int, int]] = []
+        self.database = deployment.database()
+        self.samples: list[tuple[int, int, int]] = []  # (monotonic ns, backlog, table rows)
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.wait(0.05):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(VERSION_KEY)
-            pipe.hget(PROGRESS_KEY, "version")
-            pipe.xlen(LOG_KEY)
             try:
-                version, progress, length = pipe.execute()
+                progress = int(self.client.hget(PROGRESS_KEY, "version") or 0)
+                backlog, length = self.database.execute(BACKLOG_SQL, (progress,)).fetchone()
             except Exception:
                 continue
-            self.samples.append((time.monotonic_ns(), int(version or 0), int(progress or 0), int(length)))
+            self.samples.append((time.monotonic_ns(), int(backlog), int(length)))
 
     def stop(self) -> None:
         self.stopping.set()
         self.join(timeout=5)
         self.client.close()
+        self.database.close()
 
 
 def start_writers(deployment: Deployment, plan: Plan, keys: list[int]) -> list[subprocess.Popen]:
@@ -232,9 +231,10 @@ async def lag_case(deployment: Deployment, plan: Plan) -> dict[str, Any]:
         analysis = analyse_lag(subscribers, records, (window0, window1))
         lost = sum(1 for k, s in subscribers if s.last_value() != current[k] or not s.client.is_connected)
         wrong_final = sum(1 for k in keys if current[k] != final.get(k, 0))
-        samples = [(t, v, p, n) for t, v, p, n in sampler.samples if window0 <= t < window1]
-        backlog = [v - p for _, v, p, _ in samples]
-        passes = stats1.get("cmdstat_xread", 0) - stats0.get("cmdstat_xread", 0)
+        samples = [(t, b, n) for t, b, n in sampler.samples if window0 <= t < window1]
+        backlog = [b for _, b, _ in samples]
+        # One XTRIM of the requests stream per pass, with the progress (RedisBackend.save_progress).
+        passes = stats1.get("cmdstat_xtrim", 0) - stats0.get("cmdstat_xtrim", 0)
         matches = stats1.get("cmdstat_evalsha", 0) - stats0.get("cmdstat_evalsha", 0)
         out_of_order, unexpected = analysis.pop("out_of_order"), analysis.pop("unexpected_values")
         result.update(analysis)

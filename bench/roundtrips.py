@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from bench import Broken
-from bench.cluster import PROGRESS_KEY, VERSION_KEY, Deployment, commandstats
+from bench.cluster import PROGRESS_KEY, Deployment, commandstats, log_head
 from bench.plans import Plan
 from bench.workload import close_all, make_subscriber, wait_all_at
 from harness.processes import ROOT
@@ -254,7 +254,8 @@ async def round_trip_case(deployment: Deployment, plan: Plan) -> dict[str, Any]:
                     count = await write_window(writer, key, mode, plan)
                     if key is not None:
                         expected[key] += count
-                        head = int(client.get(VERSION_KEY))
+                        with deployment.database() as database:
+                            head, _ = log_head(database)
                         deadline = time.monotonic() + 30
                         while int(client.hget(PROGRESS_KEY, "version") or 0) < head:
                             if time.monotonic() > deadline:
