@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 
 from harness.processes import ROOT, django_env, manage_command
@@ -271,6 +271,39 @@ def test_the_log_stays_bounded_while_an_invalidator_reads_it(backend: Backend) -
             # Pruned after the read: the newest `cap` records and the marker before them.
             assert ChangeLogEntry.objects.count() <= cap + 1
     assert read == written  # nothing it had not read yet was pruned
+
+
+def test_pruning_gives_up_at_once_while_another_process_holds_sqlites_write_lock(backend: Backend) -> None:
+    if connection.vendor != "sqlite" or not isinstance(backend, EmbeddedBackend):
+        pytest.skip("SQLite's one write lock (Postgres prunes rows no writer holds)")
+    import sqlite3
+
+    append(backend, RowChange("chat_message", None, {"id": 1}))
+    later = time.time() + 2 * 3600
+    outcome: list[BaseException | int] = []
+
+    def prune() -> None:
+        try:
+            outcome.append(backend.log.prune(now=later))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # a long transaction of another process, say
+        pruning = threading.Thread(target=prune, daemon=True)
+        pruning.start()
+        # Waiting out the database's busy timeout (20 s in these settings) would stall the pass.
+        pruning.join(timeout=10)
+        assert not pruning.is_alive(), "pruning waited for the write lock"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    (failed,) = outcome
+    assert isinstance(failed, OperationalError) and "locked" in str(failed)
+    assert backend.log.prune(now=later) > 0  # the next prune, with the lock free, does it
 
 
 def test_records_older_than_the_retention_are_pruned(backend: Backend) -> None:

@@ -136,7 +136,7 @@ class LogTail:
         try:
             self.log.prune()
         except Exception as exc:  # the log grows a little longer; the next prune tries again
-            logger.warning("Could not prune the change log: %s", exc)
+            logger.info("Could not prune the change log (will try again): %s", exc)
 
     def _start_watching(self) -> None:
         if self._watcher is not None or self._closed:

@@ -30,6 +30,7 @@ logger = logging.getLogger("reactive.changelog")
 LOG_TABLE = "reactive_changelog"  # models.ChangeLogEntry
 # The Postgres channel a writing transaction notifies (delivered only if it commits).
 LOG_CHANNEL = "reactive_changelog"
+PRUNE_LOCK_WAIT_MS = 100
 
 
 def append(connection, changes: str) -> int | None:
@@ -69,6 +70,21 @@ def prune(connection, keep: int, older_than: float) -> int:
     reader that had not read them re-runs everything instead of missing a change. Returns how
     many records were dropped or replaced."""
     postgres = connection.vendor == "postgresql"
+    if postgres:
+        return _prune(connection, keep, older_than, postgres)
+    # SQLite: a reader prunes in its own pass, so it waits for the write lock briefly only (a long
+    # writing transaction would hold the pass back with it); it tries again at its next prune.
+    connection.ensure_connection()
+    raw = connection.connection
+    waited = int(float(connection.settings_dict["OPTIONS"].get("timeout", 5)) * 1000)
+    raw.execute(f"PRAGMA busy_timeout = {PRUNE_LOCK_WAIT_MS}")
+    try:
+        return _prune(connection, keep, older_than, postgres)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {waited}")
+
+
+def _prune(connection, keep: int, older_than: float, postgres: bool) -> int:
     with connection.cursor() as cursor:
         if postgres:
             cursor.execute(_PG_PRUNE_POINT, (keep, older_than))
