@@ -184,11 +184,15 @@ class _Watcher(threading.Thread):
                 self.stopping.wait(WATCH_RETRY_SECONDS)
 
     def _poll_data_version(self, raw) -> None:
-        # PRAGMA data_version changes when another connection commits; asking costs microseconds.
+        # PRAGMA data_version changes when another connection commits. Asking costs tens of
+        # microseconds (it opens a read transaction): every 4 ms, about 1.5% of a core. A plain
+        # sleep wakes the thread more cheaply than waiting on an event with a timeout.
         interval = reactive_settings.CHANGE_LOG_POLL_SECONDS
-        last = raw.execute("PRAGMA data_version").fetchone()[0]
-        while not self.stopping.wait(interval):
-            version = raw.execute("PRAGMA data_version").fetchone()[0]
+        cursor = raw.cursor()
+        last = cursor.execute("PRAGMA data_version").fetchone()[0]
+        while not self.stopping.is_set():
+            time.sleep(interval)
+            version = cursor.execute("PRAGMA data_version").fetchone()[0]
             if version != last:
                 last = version
                 self.wake()
