@@ -123,3 +123,26 @@ async def test_a_writer_killed_right_after_commit_loses_nothing(server: Server) 
         await messages.wait_for(lambda value: [m["body"] for m in value] == ["seed 0", "created"])
     finally:
         await client.close()
+
+
+async def test_versions_keep_growing_across_a_server_restart(tmp_path: Path) -> None:
+    db_path = tmp_path / "db.sqlite3"
+    versions = []
+    for run in range(2):
+        process = start_daphne(db_path, tmp_path / f"daphne-{run}.log", migrate=run == 0)
+        server = Server(process, db_path)
+        try:
+            client = await connect(server)
+            try:
+                channel = await make_channel(client)
+                count = client.subscribe("chat.message_count", {"channel": channel})
+                await count.first()
+                succeeded(await asyncio.to_thread(server.write, "create", channel=channel))
+                await count.wait_for(lambda value: value == 2)
+                versions.append(count.version)
+            finally:
+                await client.close()
+        finally:
+            process.stop()
+    # The version is the change log's position in the database, not a counter of the process.
+    assert versions[1] > versions[0] > 0
