@@ -91,6 +91,9 @@ class Batch:
     resubscribe: list[str] = field(default_factory=list)
     # The hubs watching each updated or resubscribed instance, for backends that route by hub.
     audience: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Hubs whose instances the invalidator released because they stopped heartbeating: if one
+    # is alive after all, it must subscribe everything again.
+    released_hubs: frozenset[str] = frozenset()
 
 
 # The parts -----------------------------------------------------------------------------------

@@ -156,14 +156,19 @@ class Invalidator:
             )
 
     def reap_dead_hubs(self) -> None:
-        """Release what hubs that stopped heartbeating held (a server process died)."""
+        """Release what hubs that stopped heartbeating held (a server process died, or stalled:
+        then it is told, and subscribes everything again)."""
         live = self.backend.live_hubs()
         if live is None:
             return
+        released: set[str] = set()
         for instance in list(self.instances.values()):
             for hub_id in instance.hubs - live:
                 self._release(hub_id, instance.id)
+                released.add(hub_id)
         self._persist()
+        if released:
+            self.backend.deliver(Batch(self.version, released_hubs=frozenset(released)))
 
     def _persist(self) -> None:
         changed = [self.instances[i] for i in self._changed - self._dropped if i in self.instances]

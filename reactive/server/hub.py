@@ -29,6 +29,8 @@ logger = logging.getLogger("reactive.hub")
 
 # How long a new hub waits for this process's worker to take its first turn at the lease.
 WORKER_START_SECONDS = 10.0
+# How long a new hub may take to connect to the backend.
+CONNECT_SECONDS = 10.0
 
 
 class Subscriber(Protocol):
@@ -102,7 +104,10 @@ class Hub:
         self.connected = loop.create_task(self._connect())
 
     async def _connect(self) -> None:
-        await self.backend.connect_hub(self)
+        # Bounded: a backend that does not answer fails this hub, and the next connection
+        # makes a new one, rather than every later socket waiting on this one for ever.
+        async with asyncio.timeout(CONNECT_SECONDS):
+            await self.backend.connect_hub(self)
         started = worker.ensure_running(self.backend)
         if started is not None:
             # A mutation's result waits for the batch of its commit: the worker must be reading.
@@ -215,6 +220,8 @@ class Hub:
                 for sub_id in sub_ids:
                     consumer.resubscribe(sub_id)
         self._pending_candidates = +self._pending_candidates  # drop zero counts
+        if self.hub_id in batch.released_hubs:
+            self.rejoin()
         self.processed_version = max(self.processed_version, batch.version)
         for consumer, entries in frames.items():
             consumer.push_transition(self.processed_version, entries)
@@ -290,11 +297,19 @@ async def get_hub() -> Hub:
     connected to the backend: it receives every batch sent after its first request."""
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
-    if hub is None or hub.closed or hub.backend is not get_backend():
+    if hub is None or hub.closed or hub.backend is not get_backend() or _failed(hub.connected):
         for other_loop, other in list(_hubs.items()):
             if other_loop.is_closed() or other is hub:
                 other.close()
                 del _hubs[other_loop]
         hub = _hubs[loop] = Hub(loop)
-    await asyncio.shield(hub.connected)
+    try:
+        await asyncio.shield(hub.connected)
+    except Exception:
+        hub.close()  # the next connection makes a new hub (the backend may be back by then)
+        raise
     return hub
+
+
+def _failed(task: asyncio.Task) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)

@@ -3,6 +3,7 @@ inside the server's process, and queries that exercise error and identity paths.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -146,3 +147,39 @@ def add_task_counted(ctx: Any, text: str) -> int:
 def slow_action(ctx: Any, seconds: float) -> str:
     time.sleep(seconds)
     return "done"
+
+
+# Actions that hold a thread until the test lets them go (the slow-actions isolation tests).
+_gates: dict[str, threading.Event] = {}
+_gates_lock = threading.Lock()
+
+
+def _gate(key: str) -> threading.Event:
+    with _gates_lock:
+        return _gates.setdefault(key, threading.Event())
+
+
+@action(
+    args={
+        "key": serializers.CharField(max_length=64),
+        "padding": serializers.CharField(required=False, allow_blank=True, default=""),
+    }
+)
+def wait_for_gate(ctx: Any, key: str, padding: str) -> str:
+    """Block this call's thread until ``open_gate(key)`` (at most a minute)."""
+    if not _gate(key).wait(timeout=60):
+        raise ReactiveError(f"gate {key!r} was never opened")
+    return key
+
+
+@action(args={"key": serializers.CharField(max_length=64)})
+def open_gate(ctx: Any, key: str) -> None:
+    _gate(key).set()
+
+
+@query(args={"kind": serializers.ChoiceField(["value", "error"])})
+def big_number(ctx: Any, kind: str) -> int:
+    """An integer beyond 64 bits, as a result or in an error's data."""
+    if kind == "error":
+        raise ReactiveError("A big number.", {"n": 10**30})
+    return 10**30

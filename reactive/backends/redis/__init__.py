@@ -86,6 +86,10 @@ class RedisBackend(Backend):
         return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)
 
     async def connect_hub(self, hub) -> None:
+        try:
+            await self._in_io_thread(self.client.ping)  # fail fast while Redis is down
+        except redis.RedisError as exc:
+            raise BackendUnavailable(str(exc)) from exc
         # Subscribed before the hub is announced: no batch sent to it can be missed.
         hub.hub_id = await get_channel_layer().new_channel("reactive.hub.")
         self._hubs[hub.hub_id] = hub
@@ -189,6 +193,7 @@ class RedisBackend(Backend):
         # even one that has not shown up in the (cached) live set yet.
         targets = self.live_hubs() | {reply.hub_id for reply in batch.replies}
         targets |= {hub_id for hubs in batch.audience.values() for hub_id in hubs}
+        targets |= batch.released_hubs
         for hub_id in targets:
             messages[hub_id] = {
                 "type": "reactive.batch",
@@ -196,6 +201,7 @@ class RedisBackend(Backend):
                 "updates": [],
                 "replies": [],
                 "resubscribe": [],
+                "released": hub_id in batch.released_hubs,
             }
         for update in batch.updates:
             for hub_id in batch.audience.get(update.instance_id, ()):
