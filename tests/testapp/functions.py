@@ -134,3 +134,22 @@ def add_task_counted(ctx: Any, text: str) -> int:
 def slow_action(ctx: Any, seconds: float) -> str:
     time.sleep(seconds)
     return "done"
+
+
+class Weird:
+    """A type JSON cannot hold."""
+
+
+@query
+def unencodable(ctx: Any) -> Any:
+    return {"rows": [Weird()]}
+
+
+@mutation
+def unencodable_mutation(ctx: Any) -> Any:
+    return Weird()
+
+
+@action
+def unencodable_action(ctx: Any) -> Any:
+    return [Weird()]
