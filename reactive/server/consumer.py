@@ -26,6 +26,7 @@ from ..functions.registry import Function, get_function
 from ..settings import reactive_settings
 from . import protocol
 from .hub import Hub, get_hub
+from .installation import require_app_installed
 from .throttling import TokenBucket
 
 logger = logging.getLogger("reactive.consumers")
@@ -207,6 +208,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                 raise
             if not self.bucket.take():
                 raise RateLimited()
+            if frame["type"] != "ping":
+                require_app_installed()
             await getattr(self, "on_" + frame["type"])(frame)
         except ProtocolError as error:
             reference = getattr(error, "frame_ref", None) or protocol.reference_of(frame)
