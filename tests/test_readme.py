@@ -14,12 +14,14 @@ virtualenv for every run would take minutes); ``pip install .`` is checked by ha
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 import pytest
@@ -188,6 +190,20 @@ async def test_the_readme_curl_call_is_answered_and_reaches_a_subscriber(project
         await count.wait_for(lambda value: value == before + 1)
     finally:
         await client.close()
+
+
+def test_the_http_api_answers_a_browser_in_json_without_rest_framework_installed(
+    project: NewProject,
+) -> None:
+    # The README leaves "rest_framework" out of INSTALLED_APPS: DRF's browsable API (its
+    # templates) must never be what a browser gets.
+    browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    request = Request(project.server.http_url + "/reactive/api/query", headers={"Accept": browser_accept})
+    with pytest.raises(HTTPError) as raised:
+        urlopen(request, timeout=30)
+    assert raised.value.code == 405
+    assert raised.value.headers["Content-Type"] == "application/json"
+    json.loads(raised.value.read())
 
 
 def test_the_readme_raw_websocket_example_gets_the_value(project: NewProject) -> None:
