@@ -174,9 +174,10 @@ def signature_problems(func: Callable[..., Any], serializer: serializers.Seriali
             )
     missing = [n for n, p in by_keyword.items() if p.default is P.empty and n not in fields]
     if missing:
+        them = "them" if len(missing) > 1 else "it"
         problems.append(
             f"It requires {_names(missing)}, which args= does not name: "
-            "add them to args= or give them a default."
+            f"add {them} to args= or give {them} a default."
         )
     # An optional field without a default is left out of the arguments when the client omits it.
     omitted = [
