@@ -17,6 +17,9 @@ class MutationRecord(models.Model):
     created = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
+        # Explicit, so that the routing and the URLs import even when "reactive" is missing from
+        # INSTALLED_APPS: the consumer and the views then say so (server/installation.py).
+        app_label = "reactive"
         constraints = [
             models.UniqueConstraint(
                 fields=["session_id", "request_id"], name="reactive_unique_session_request"

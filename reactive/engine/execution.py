@@ -51,11 +51,11 @@ def run_query(function: Function, args: dict[str, Any], ctx: Context) -> QueryRu
     The caller provides the transaction (the invalidator runs a whole batch in one snapshot).
     A savepoint per run keeps one failing query from breaking the others' snapshot.
     """
-    with tracking.track_reads() as tracker:
+    with tracking.track_reads(function.name) as tracker:
         try:
             with transaction.atomic(savepoint=True):
                 function.check_permission(ctx)
-                payload = encoding.dumps(function.func(ctx, **args))
+                payload = encoding.dumps_result(function.name, function.func(ctx, **args))
             is_error = False
         except ProtocolError as exc:
             payload, is_error = encoding.dumps(exc.as_dict()), True
@@ -146,7 +146,7 @@ def _run_mutation(
         try:
             with commits.commit_versions() as published, transaction.atomic():
                 function.check_permission(ctx)
-                payload = encoding.dumps(function.func(ctx, **validated))
+                payload = encoding.dumps_result(function.name, function.func(ctx, **validated))
                 if session_id is not None and request_id is not None:
                     MutationRecord.store(session_id, request_id, payload)
             break
@@ -174,7 +174,7 @@ def call_action(name: str, args: dict[str, Any], user: Any) -> bytes:
     validated = function.validate_args(args)
     ctx = ActionContext.for_user(user, kind="action")
     function.check_permission(ctx)
-    return encoding.dumps(function.func(ctx, **validated))
+    return encoding.dumps_result(function.name, function.func(ctx, **validated))
 
 
 class ActionContext(Context):

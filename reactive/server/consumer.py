@@ -29,6 +29,7 @@ from ..settings import reactive_settings
 from . import protocol
 from .executors import run_user_code
 from .hub import Hub, get_hub
+from .installation import require_app_installed
 from .throttling import ConnectionCounter, TokenBucket
 
 logger = logging.getLogger("reactive.consumers")
@@ -239,6 +240,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                 raise
             if not self.bucket.take():
                 raise RateLimited()
+            if frame["type"] != "ping":
+                require_app_installed()
             frame["_size"] = len(text_data)  # characters: close enough to bytes for a bound
             await getattr(self, "on_" + frame["type"])(frame)
         except ProtocolError as error:

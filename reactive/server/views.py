@@ -10,6 +10,7 @@ from typing import Any
 
 from rest_framework import authentication, exceptions
 from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +19,7 @@ from ..engine.execution import call_action, call_mutation, call_query, guarded
 from ..errors import BadMessage, ProtocolError, TooLarge, Unauthenticated
 from ..functions import encoding
 from ..settings import reactive_settings
+from .installation import require_app_installed
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -42,6 +44,9 @@ class FunctionView(APIView):
     authentication_classes = [BearerTokenAuthentication, authentication.SessionAuthentication]
     permission_classes: list = []
     parser_classes = [JSONParser]
+    # JSON only: DRF's browsable API needs "rest_framework" in INSTALLED_APPS for its templates,
+    # and without it a browser's GET would end in a TemplateDoesNotExist error page.
+    renderer_classes = [JSONRenderer]
 
     def handle_exception(self, exc: Exception) -> Response:
         # Authentication runs before post(): answer in the protocol's shape, not DRF's.
@@ -54,6 +59,7 @@ class FunctionView(APIView):
 
     def post(self, request: Request) -> Response:
         try:
+            require_app_installed()
             name, args = self._read_body(request)
             user = request.user if request.user.is_authenticated else None
             body = self.call(name, args, user)

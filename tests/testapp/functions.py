@@ -183,3 +183,22 @@ def big_number(ctx: Any, kind: str) -> int:
     if kind == "error":
         raise ReactiveError("A big number.", {"n": 10**30})
     return 10**30
+
+
+class Weird:
+    """A type JSON cannot hold."""
+
+
+@query
+def unencodable(ctx: Any) -> Any:
+    return {"rows": [Weird()]}
+
+
+@mutation
+def unencodable_mutation(ctx: Any) -> Any:
+    return Weird()
+
+
+@action
+def unencodable_action(ctx: Any) -> Any:
+    return [Weird()]
