@@ -32,7 +32,8 @@ DEFAULTS: dict[str, Any] = {
     # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens.
     "TOKEN_AUTHENTICATOR": "reactive.auth.authenticate_signed_token",
     "TOKEN_MAX_AGE_SECONDS": 7 * 24 * 3600,
-    # Tables whose writes never invalidate anything (the app's own bookkeeping and sessions).
+    # Tables whose writes never invalidate anything (the app's own bookkeeping and sessions). A
+    # deleted session still ends the sockets signed in with it (docs/security.md).
     "IGNORED_TABLES": ["reactive_mutationrecord", "django_session", "django_migrations"],
     # How many recent change records the log keeps (embedded deque, Redis stream).
     "CHANGE_LOG_LENGTH": 10000,

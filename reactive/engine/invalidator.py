@@ -25,6 +25,7 @@ from ..functions import encoding
 from ..functions.context import Context
 from ..functions.registry import Function, get_function
 from ..models import MutationRecord
+from ..records import ANYONE
 from ..settings import reactive_settings
 from .execution import QueryRun, run_query, server_error
 from .instances import SHARED, candidate_ids, identity_of, instance_base, instance_id
@@ -80,11 +81,16 @@ class Invalidator:
         if not records and not requests and not self._rerun_all:
             return False
         batch = Batch(records[-1].version if records else self.version)
+        batch.revoked = frozenset().union(*(record.revoked for record in records))
         affected: set[str] = set(self.instances) if self._rerun_all else set()
+        if self._rerun_all:  # the backend lost its state, and the records with it
+            batch.revoked = frozenset({ANYONE})
         self._rerun_all = False
         if records and records[0].version != self.version + 1:
-            # Records were trimmed before we read them: anything may have changed.
+            # Records were trimmed before we read them: anything may have changed, anyone's
+            # sign-in may have ended.
             affected = set(self.instances)
+            batch.revoked = frozenset({ANYONE})
         affected |= self.backend.index.match_all(records)
         ensures = []
         for request in requests:
