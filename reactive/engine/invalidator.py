@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth import get_user_model
-
+from ..auth import active_user
 from ..backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release, Subscribed
 from ..errors import ProtocolError
 from ..functions import encoding
@@ -271,6 +270,7 @@ class Invalidator:
 
 
 def _user_loader(user_id: object | None) -> Callable[[], Any]:
+    # As Django loads a signed-in user: an inactive one (with the default backend) is nobody.
     if user_id is None:
         return lambda: None
-    return lambda: get_user_model()._default_manager.filter(pk=user_id).first()
+    return lambda: active_user(user_id)
