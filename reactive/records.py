@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 # The table name standing for "every table": what a raw SQL read whose tables are unknown reads.
 ANY_TABLE = "*"
+# The entry of ``ChangeRecord.revoked`` standing for "any sign-in": a write whose rows are unknown.
+ANYONE = "*"
 
 Conjunction = frozenset  # frozenset[tuple[str, Hashable]]
 ANY_ROW: Conjunction = frozenset()
@@ -82,8 +84,13 @@ class ChangeRecord:
     ``opaque_tables`` are tables written in a way whose rows are unknown (raw SQL, an upsert,
     a write to a table nobody watched at the time): every reader of them is affected.
     ``readsets.ANY_TABLE`` among them means every table.
+
+    ``revoked`` names the sign-ins the commit may have ended or whose rights it may have changed
+    (``capture/identities.py``): ``"user:<pk>"`` for a user row updated or deleted,
+    ``"session:<key>"`` for a session deleted, ``ANYONE`` when it cannot tell whose.
     """
 
     version: int
     rows: tuple[RowChange, ...] = ()
     opaque_tables: frozenset[str] = field(default_factory=frozenset)
+    revoked: frozenset[str] = field(default_factory=frozenset)

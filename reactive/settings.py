@@ -45,10 +45,13 @@ DEFAULTS: dict[str, Any] = {
     "CLOCK": "time.monotonic",
     # How long stored mutation results are kept for replay after a reconnect.
     "MUTATION_RESULT_TTL_HOURS": 24,
-    # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens.
+    # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens;
+    # called again before every mutation and action of a socket that signed in with a token.
     "TOKEN_AUTHENTICATOR": "reactive.auth.authenticate_signed_token",
+    # Lifetime of a reactive.auth.make_token token; a password change or deactivation ends it sooner.
     "TOKEN_MAX_AGE_SECONDS": 7 * 24 * 3600,
-    # Tables whose writes never invalidate anything (the app's own bookkeeping and sessions).
+    # Tables whose writes never invalidate anything (the app's own bookkeeping and sessions). A
+    # deleted session still ends the sockets signed in with it (docs/security.md).
     "IGNORED_TABLES": ["reactive_mutationrecord", "django_session", "django_migrations"],
     # How many recent change records the log keeps (embedded deque, Redis stream).
     "CHANGE_LOG_LENGTH": 10000,

@@ -81,8 +81,10 @@ setting_changed.connect(_on_setting_changed)
 class _BackendSink:
     """The capture stage's view of the current backend (``capture.commits.ChangeSink``)."""
 
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
-        return get_backend().log.append(rows, opaque_tables)
+    def append(
+        self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str], revoked: frozenset[str]
+    ) -> int:
+        return get_backend().log.append(rows, opaque_tables, revoked)
 
     def watched_columns(self, table: str) -> frozenset[str] | None:
         return get_backend().index.watched_columns(table)

@@ -83,12 +83,15 @@ class Batch:
 
     ``resubscribe``: shared instances whose re-run read the caller's identity; each subscriber
     must subscribe again as itself.
+    ``revoked``: the sign-ins the pass's commits may have ended (``ChangeRecord.revoked``); each
+    hub re-checks the connections they name.
     """
 
     version: int
     updates: list[InstanceUpdate] = field(default_factory=list)
     replies: list[Subscribed] = field(default_factory=list)
     resubscribe: list[str] = field(default_factory=list)
+    revoked: frozenset[str] = frozenset()
     # The hubs watching each updated or resubscribed instance, for backends that route by hub.
     audience: dict[str, frozenset[str]] = field(default_factory=dict)
     # Hubs whose instances the invalidator released because they stopped heartbeating: if one
@@ -103,8 +106,13 @@ class ChangeLog(ABC):
     """The ordered log of change records; ``append`` is called by whoever committed."""
 
     @abstractmethod
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
-        """Append one commit's changes; return its version."""
+    def append(
+        self,
+        rows: tuple[RowChange, ...],
+        opaque_tables: frozenset[str],
+        revoked: frozenset[str] = frozenset(),
+    ) -> int:
+        """Append one commit's changes (and the sign-ins it may have ended); return its version."""
 
     @abstractmethod
     def head(self) -> int:

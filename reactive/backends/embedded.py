@@ -29,10 +29,15 @@ class EmbeddedLog(ChangeLog):
         # a client a version lower than one it saw before.
         self._version = time.time_ns() // 1000
 
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
+    def append(
+        self,
+        rows: tuple[RowChange, ...],
+        opaque_tables: frozenset[str],
+        revoked: frozenset[str] = frozenset(),
+    ) -> int:
         with self._wakeup:
             self._version += 1
-            self._records.append(ChangeRecord(self._version, rows, opaque_tables))
+            self._records.append(ChangeRecord(self._version, rows, opaque_tables, revoked))
             self._wakeup.notify_all()
             return self._version
 

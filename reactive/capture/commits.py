@@ -21,6 +21,7 @@ from typing import Protocol
 
 from ..records import RowChange
 from ..settings import reactive_settings
+from . import identities
 
 logger = logging.getLogger("reactive.capture")
 
@@ -30,7 +31,9 @@ _local = threading.local()
 class ChangeSink(Protocol):
     """Where committed changes go, and what the write patches need to know to capture them."""
 
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
+    def append(
+        self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str], revoked: frozenset[str]
+    ) -> int:
         """Append one commit's changes to the change log; return its version."""
         ...
 
@@ -48,20 +51,28 @@ def connect(sink: ChangeSink | None) -> None:
     _sink = sink
 
 
-def watched_columns(table: str) -> frozenset[str] | None:
-    """Columns whose old values an update or delete of ``table`` must read (None: no need)."""
-    if _sink is None or table in reactive_settings.IGNORED_TABLES:
+def watched_columns(table: str, write: str) -> frozenset[str] | None:
+    """Columns whose old values an ``"update"`` or ``"delete"`` of ``table`` must read (None: no
+    need). The primary key is read with them, and for a write that may end a sign-in (a user
+    updated or deleted, a session deleted) it is read even when no query watches the table."""
+    if _sink is None:
         return None
-    return _sink.watched_columns(table)
+    watched = None if table in reactive_settings.IGNORED_TABLES else _sink.watched_columns(table)
+    if watched is None and identities.must_read_keys(table, write):
+        return frozenset()
+    return watched
 
 
 class _Part:
-    __slots__ = ("opaque_tables", "rows", "savepoints")
+    __slots__ = ("opaque_tables", "revoked", "rows", "savepoints")
 
-    def __init__(self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str]) -> None:
+    def __init__(
+        self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str]
+    ) -> None:
         self.savepoints = savepoints
         self.rows = rows
         self.opaque_tables = opaque_tables
+        self.revoked = revoked
 
 
 class PendingCommit:
@@ -72,8 +83,10 @@ class PendingCommit:
     def __init__(self) -> None:
         self.parts: list[_Part] = []
 
-    def add(self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str]) -> None:
-        self.parts.append(_Part(savepoints, rows, opaque_tables))
+    def add(
+        self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str]
+    ) -> None:
+        self.parts.append(_Part(savepoints, rows, opaque_tables, revoked))
 
     def drop_savepoint(self, sid: str) -> None:
         self.parts = [part for part in self.parts if sid not in part.savepoints]
@@ -84,20 +97,28 @@ class PendingCommit:
 _pending: weakref.WeakKeyDictionary[object, PendingCommit] = weakref.WeakKeyDictionary()
 
 
-def record(connection, rows: list[RowChange], opaque_tables: Iterable[str] = ()) -> None:
-    """Note writes made on ``connection``; they are handed over when (if) they commit."""
+def record(
+    connection, rows: list[RowChange], opaque_tables: Iterable[str] = (), *, raw_sql: bool = False
+) -> None:
+    """Note writes made on ``connection``; they are handed over when (if) they commit.
+
+    ``raw_sql``: the write is SQL sent straight to a cursor, of unknown kind (it may delete).
+    """
+    # Before dropping ignored tables: a deleted session ends a sign-in even though its table
+    # never re-runs a query.
+    revoked = identities.revoked_by(rows, opaque_tables, raw_sql=raw_sql)
     ignored = reactive_settings.IGNORED_TABLES
     rows = [row for row in rows if row.table not in ignored]
     opaque = {table for table in opaque_tables if table not in ignored}
-    if not rows and not opaque:
+    if not rows and not opaque and not revoked:
         return
     if connection.in_atomic_block or not connection.get_autocommit():
         pending = _pending.get(connection)
         if pending is None:
             pending = _pending[connection] = PendingCommit()
-        pending.add(set(connection.savepoint_ids), rows, opaque)
+        pending.add(set(connection.savepoint_ids), rows, opaque, revoked)
     else:
-        publish(rows, opaque)
+        publish(rows, opaque, revoked)
 
 
 def savepoint_rolled_back(connection, sid: str) -> None:
@@ -114,6 +135,7 @@ def committed(connection) -> None:
         publish(
             [row for part in parts for row in part.rows],
             {table for part in parts for table in part.opaque_tables},
+            frozenset().union(*(part.revoked for part in parts)),
         )
 
 
@@ -122,7 +144,9 @@ def rolled_back(connection) -> None:
     _pending.pop(connection, None)
 
 
-def publish(rows: list[RowChange], opaque_tables: set[str]) -> int | None:
+def publish(
+    rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str] = frozenset()
+) -> int | None:
     """Append one change record to the log; remember its version for this thread.
 
     The commit has happened: if the log cannot be reached, the record is kept and appended by
@@ -130,14 +154,14 @@ def publish(rows: list[RowChange], opaque_tables: set[str]) -> int | None:
     """
     if _sink is None:
         return None
-    version = _retrier.append(_sink, (tuple(rows), frozenset(opaque_tables)))
+    version = _retrier.append(_sink, (tuple(rows), frozenset(opaque_tables), revoked))
     versions = getattr(_local, "versions", None)
     if versions is not None and version is not None:
         versions.append(version)
     return version
 
 
-_Record = tuple[tuple[RowChange, ...], frozenset[str]]
+_Record = tuple[tuple[RowChange, ...], frozenset[str], frozenset[str]]
 
 
 class _Retrier:

@@ -24,6 +24,7 @@ from ..engine import worker
 from ..engine.execution import server_error
 from ..engine.instances import candidate_ids, instance_base
 from ..functions import encoding
+from .identity import Identity
 
 logger = logging.getLogger("reactive.hub")
 
@@ -37,6 +38,7 @@ class Subscriber(Protocol):
     """What the hub needs of a connection (``consumer.Subscriber`` implements it)."""
 
     user_id: object | None
+    identity: Identity
 
     def push_transition(self, version: int, entries: list[str]) -> None:
         """Queue one ``transition`` frame made of these update entries."""
@@ -55,6 +57,9 @@ class Subscriber(Protocol):
 
     def close_for_restart(self) -> None:
         """Close the connection so that the client reconnects (the backend is unreachable)."""
+
+    def recheck_identity(self) -> None:
+        """A commit may have ended the connection's sign-in: check it again (in the background)."""
 
 
 class LocalInstance:
@@ -225,6 +230,10 @@ class Hub:
         self.processed_version = max(self.processed_version, batch.version)
         for consumer, entries in frames.items():
             consumer.push_transition(self.processed_version, entries)
+        if batch.revoked:  # a logout, a deactivation, a password change...: rare, so a scan
+            for consumer in list(self.consumers):
+                if consumer.identity.concerned_by(batch.revoked):
+                    consumer.recheck_identity()
         while self._waiters and self._waiters[0][0] <= self.processed_version:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():

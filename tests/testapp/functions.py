@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.permissions import IsAdminUser
 
 from reactive import ReactiveError, action, mutation, query
 from reactive.engine.execution import call_query
@@ -141,6 +142,30 @@ def add_task_counted(ctx: Any, text: str) -> int:
     from project.tasks.models import Task
 
     return Task.objects.create(text=text).pk
+
+
+@mutation(args={"text": serializers.CharField()}, permission=lambda ctx: ctx.is_authenticated)
+def add_task_signed_in(ctx: Any, text: str) -> int:
+    """A write only a signed-in user may make."""
+    from project.tasks.models import Task
+
+    return Task.objects.create(text=text).pk
+
+
+@mutation(args={"text": serializers.CharField()}, permission=IsAdminUser)
+def add_task_as_staff(ctx: Any, text: str) -> int:
+    """A write only a staff user may make."""
+    from project.tasks.models import Task
+
+    return Task.objects.create(text=text).pk
+
+
+@query(args={"text": serializers.CharField()})
+def count_tasks(ctx: Any, text: str) -> int:
+    """How many tasks have this text (did a refused mutation write anyway?)."""
+    from project.tasks.models import Task
+
+    return Task.objects.filter(text=text).count()
 
 
 @action(args={"seconds": serializers.FloatField(min_value=0, max_value=5)})

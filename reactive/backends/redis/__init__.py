@@ -25,7 +25,7 @@ import orjson
 import redis
 from channels.layers import get_channel_layer
 
-from ...records import ChangeRecord
+from ...records import ANYONE, ChangeRecord
 from ...settings import reactive_settings
 from ..base import Backend, BackendUnavailable, Batch, DropHub, InstanceUpdate, Request
 from .index import RedisIndex
@@ -152,7 +152,8 @@ class RedisBackend(Backend):
 
     async def _resync(self, hub) -> None:
         stored = await self._in_io_thread(self._stored_results, list(hub.instances))
-        batch = Batch(version=int(stored.pop("__version__")))
+        # The lost message may have ended sign-ins: every signed-in socket is checked again.
+        batch = Batch(version=int(stored.pop("__version__")), revoked=frozenset({ANYONE}))
         for instance_id, (payload, is_error) in stored.items():
             batch.updates.append(InstanceUpdate(instance_id, payload, is_error))
         hub.apply_batch(batch)
@@ -203,6 +204,8 @@ class RedisBackend(Backend):
                 "resubscribe": [],
                 "released": hub_id in batch.released_hubs,
             }
+            if batch.revoked:  # every process: any of its sockets may be signed in as them
+                messages[hub_id]["revoked"] = sorted(batch.revoked)
         for update in batch.updates:
             for hub_id in batch.audience.get(update.instance_id, ()):
                 messages[hub_id]["updates"].append([update.instance_id, update.payload, update.is_error])

@@ -16,11 +16,18 @@ class RedisLog(ChangeLog):
         self.client = client
         self._append = script(client, "append")
 
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
+    def append(
+        self,
+        rows: tuple[RowChange, ...],
+        opaque_tables: frozenset[str],
+        revoked: frozenset[str] = frozenset(),
+    ) -> int:
         record = {
             "rows": [[row.table, image_text(row.old), image_text(row.new)] for row in rows],
             "opaque": sorted(opaque_tables),
         }
+        if revoked:  # rare: most records end no sign-in
+            record["revoked"] = sorted(revoked)
         payload = orjson.dumps(record)
         return int(self._append(keys=[VERSION, LOG], args=[payload, reactive_settings.CHANGE_LOG_LENGTH]))
 
@@ -36,4 +43,6 @@ def record_of(entry_id: bytes, fields: dict[bytes, bytes]) -> ChangeRecord:
     """A change record read back from the stream; its row images hold key texts."""
     data = orjson.loads(fields[b"d"])
     rows = tuple(RowChange(table, old, new) for table, old, new in data["rows"])
-    return ChangeRecord(int(entry_id.split(b"-")[0]), rows, frozenset(data["opaque"]))
+    return ChangeRecord(
+        int(entry_id.split(b"-")[0]), rows, frozenset(data["opaque"]), frozenset(data.get("revoked", ()))
+    )

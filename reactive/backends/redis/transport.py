@@ -52,6 +52,7 @@ def batch_of(message: dict[str, Any], hub_id: str) -> Batch:
     batch.resubscribe = list(message["resubscribe"])
     if message.get("released"):
         batch.released_hubs = frozenset({hub_id})
+    batch.revoked = frozenset(message.get("revoked", ()))
     return batch
 
 
