@@ -211,7 +211,7 @@ def test_paginated_messages_newest_first(channel, user):
 
 @pytest.mark.django_db
 def test_paginated_messages_invalid_cursor(channel):
-    with pytest.raises(ReactiveError, match=r"Invalid cursor\."):
+    with pytest.raises(InvalidArgs, match=r"Invalid arguments"):
         call(
             "chat.paginated_messages",
             {"channel": channel.id, "pagination": {"num_items": 2, "cursor": "nope"}},
