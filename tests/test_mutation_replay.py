@@ -106,3 +106,19 @@ async def test_same_identity_reusing_a_request_id_for_another_mutation_is_refuse
         # Nothing ran: no task of the refused mutation, and the first one only once.
         assert await tasks_with(second, text) == [original["value"]]
         assert await tasks_with(second, other_text) == []
+
+
+async def test_arguments_too_deep_to_store_for_replay_are_invalid_args(harness):
+    # Frames may nest 1024 levels; the stored fingerprint's encoder stops at 255 (so does the
+    # client's, hence the frame written by hand).
+    deep = "[" * 300 + '"bottom"' + "]" * 300
+    frame = f'{{"type": "mutation", "request_id": 1, "name": "{COUNTED}", "args": {{"text": {deep}}}}}'
+    async with harness.client() as client:
+        mark = client.frames_received
+        await client.send_raw(frame)
+        result = await client.next_frame(lambda f: f.get("type") == "mutation_result", since=mark)
+        assert result["ok"] is False, result
+        assert result["error"]["code"] == "invalid_args"
+        assert "replay" in result["error"]["message"]
+        # The connection and its mutations go on.
+        assert (await client.mutation_result(COUNTED, {"text": f"after-{uuid.uuid4().hex}"}))["ok"] is True

@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from django.db import IntegrityError, OperationalError, connection, transaction
 
 from ..backends import get_backend
 from ..capture import commits, tracking
-from ..errors import BadMessage, ProtocolError, ServerError, error_from_dict
+from ..errors import BadMessage, InvalidArgs, ProtocolError, ServerError, error_from_dict
 from ..functions import encoding
 from ..functions.context import Context
 from ..functions.registry import Function, get_function
@@ -114,7 +115,10 @@ def fingerprint(name: str, args: dict[str, Any]) -> str:
     arguments may hold model instances whose encoding changes with their row, or fail to
     validate at all once the first attempt deleted the row they name.
     """
-    return hashlib.sha256(instance_base(name, args)).hexdigest()
+    try:
+        return hashlib.sha256(instance_base(name, args)).hexdigest()
+    except orjson.JSONEncodeError as exc:  # nested past orjson's 255 levels, or not JSON at all
+        raise InvalidArgs(f"Arguments of {name} cannot be stored for replay: {exc}.") from None
 
 
 def call_mutation(
