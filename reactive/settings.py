@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_BURST": 1000,
     # The clock of the rate limit (a callable returning seconds); tests replace it to control time.
     "CLOCK": "time.monotonic",
+    # Most rows in one page of paginate(): the largest num_items, and where a page fixed by its
+    # end_cursor is cut when rows inserted into it grew it past this.
+    "PAGINATION_MAX_ITEMS": 1000,
     # How long stored mutation results are kept for replay after a reconnect.
     "MUTATION_RESULT_TTL_HOURS": 24,
     # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens;

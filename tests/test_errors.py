@@ -113,8 +113,8 @@ def expose_errors(harness: Any) -> bool:
 
         return bool(reactive_settings.EXPOSE_ERRORS)
     # The Daphne subprocess runs tests.settings with this process's environment: REACTIVE sets
-    # no EXPOSE_ERRORS, so it follows DEBUG, which follows DJANGO_DEBUG (default "1").
-    return os.environ.get("DJANGO_DEBUG", "1") == "1"
+    # no EXPOSE_ERRORS, so it follows DEBUG, which follows DJANGO_DEBUG (default "0").
+    return os.environ.get("DJANGO_DEBUG", "0") == "1"
 
 
 def assert_no_traceback(message: str) -> None:

@@ -174,6 +174,11 @@ def outer_rollback(channel: int) -> None:
         pass
 
 
+def bulk_messages(channel: int, count: int) -> None:
+    """``count`` messages in one insert (a channel longer than the largest page)."""
+    Message.objects.bulk_create([Message(channel_id=channel, body=f"bulk {index}") for index in range(count)])
+
+
 def add_task(text: str) -> int:
     return Task.objects.create(text=text).pk
 
