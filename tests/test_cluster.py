@@ -129,6 +129,17 @@ async def wait_for_oracle(
 _UNKNOWN = object()
 
 
+async def record_sockets(sockets: dict[ReactiveClient, list[Any]]) -> None:
+    """Until cancelled: each socket every client used, so that their close codes can be read.
+    (A client reconnects by itself, on a new socket.)"""
+    while True:
+        for client, seen in sockets.items():
+            conn = client._conn
+            if conn is not None and (not seen or seen[-1] is not conn.ws):
+                seen.append(conn.ws)
+        await asyncio.sleep(0.01)
+
+
 def _summary(value: Any) -> str:
     if isinstance(value, list):
         ids = [item.get("id") for item in value if isinstance(item, dict)]
@@ -332,17 +343,7 @@ async def test_clients_recover_correct_values_after_a_redis_restart(cluster: Clu
         await wait_for_oracle(control, subscriptions, timeout=5)
         frames_before = [client.frames_received for client in watchers]
         sockets: dict[ReactiveClient, list[Any]] = {client: [] for client in [*watchers, *writers]}
-
-        async def record_sockets() -> None:
-            # The client reconnects by itself; keep each socket it used to read its close code.
-            while True:
-                for client, seen in sockets.items():
-                    conn = client._conn
-                    if conn is not None and (not seen or seen[-1] is not conn.ws):
-                        seen.append(conn.ws)
-                await asyncio.sleep(0.01)
-
-        recorder = asyncio.create_task(record_sockets())
+        recorder = asyncio.create_task(record_sockets(sockets))
         try:
             await asyncio.to_thread(cluster.redis_service.restart)
             restarted_at = time.monotonic()
@@ -567,15 +568,6 @@ async def test_every_client_ends_correct_after_redis_is_down_for_three_seconds(
         writer = await open_client(opened, a)
         sockets: dict[ReactiveClient, list[Any]] = {watcher: [] for watcher in watchers}
 
-        async def record_sockets() -> None:
-            # The client reconnects by itself; keep each socket it used to read its close code.
-            while True:
-                for client, seen in sockets.items():
-                    conn = client._conn
-                    if conn is not None and (not seen or seen[-1] is not conn.ws):
-                        seen.append(conn.ws)
-                await asyncio.sleep(0.01)
-
         async def write(count: int, label: str) -> None:
             for index in range(count):
                 # A socket closed under a mutation: the client replays it, or it never committed.
@@ -586,7 +578,7 @@ async def test_every_client_ends_correct_after_redis_is_down_for_three_seconds(
                         timeout=10,
                     )
 
-        recorder = asyncio.create_task(record_sockets())
+        recorder = asyncio.create_task(record_sockets(sockets))
         await write(6, "before")
         await asyncio.to_thread(cluster.redis_service.halt)
         try:
