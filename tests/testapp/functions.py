@@ -18,8 +18,15 @@ from tests import writes
 
 @action(args={"path": serializers.CharField(), "kwargs": serializers.DictField(required=False, default=dict)})
 def write(ctx: Any, path: str, kwargs: dict[str, Any]) -> Any:
-    """Run one of ``tests.writes`` in the server's process."""
-    return writes.run(path, **kwargs)
+    """Run one of ``tests.writes`` in the server's process.
+
+    A write that fails (one that acts on a row a cascade deleted, say) answers its exception as a
+    ``user_error``, so tests see why whatever the server's DEBUG.
+    """
+    try:
+        return writes.run(path, **kwargs)
+    except Exception as exc:
+        raise ReactiveError(f"{type(exc).__name__}: {exc}") from exc
 
 
 @action(args={"name": serializers.CharField(), "args": serializers.DictField(required=False, default=dict)})
