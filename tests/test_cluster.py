@@ -589,6 +589,13 @@ async def test_every_client_ends_correct_after_redis_is_down_for_three_seconds(
         await write(6, "after")
         try:
             await wait_for_oracle(control, subscriptions, timeout=30)
+        except AssertionError as exc:
+            report = [
+                f"{client.url}: reconnects {client.reconnects}, connected {client.is_connected}, "
+                f"close codes {[ws.close_code for ws in seen]}"
+                for client, seen in sockets.items()
+            ]
+            raise AssertionError(f"{exc}\n" + "\n".join(report)) from None
         finally:
             recorder.cancel()
         # Every server closed its sockets in a way the clients act on: they reconnected.

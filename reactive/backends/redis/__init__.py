@@ -42,6 +42,7 @@ from .keys import (
     PROGRESS,
     REQUESTS,
     REQUESTS_LENGTH,
+    SILENCE_SECONDS,
     script,
 )
 from .log import RedisLog, record_of
@@ -136,7 +137,16 @@ class RedisBackend(Backend):
         expected: tuple[str, int] | None = None  # the first message sets the worker's epoch
         while True:
             try:
-                message = await layer.receive(hub.hub_id)
+                async with asyncio.timeout(SILENCE_SECONDS):
+                    message = await layer.receive(hub.hub_id)
+            except TimeoutError:
+                # A leading worker sends every process a batch at least once a second: silence
+                # while one leads means this process's channel went deaf (its subscription was
+                # lost with a Redis connection). Clients reconnect, to a hub with a new channel.
+                if await self._in_io_thread(self.client.exists, LEASE):
+                    hub.fail(f"no batch from the worker in {SILENCE_SECONDS} s")
+                    return
+                continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -157,6 +167,9 @@ class RedisBackend(Backend):
         for instance_id, (payload, is_error) in stored.items():
             batch.updates.append(InstanceUpdate(instance_id, payload, is_error))
         hub.apply_batch(batch)
+        # The lost message may have held replies to subscribes: ask again (attaching twice is
+        # harmless; a reply that was lost would otherwise leave its subscription waiting).
+        hub.resubmit_pending()
 
     def _stored_results(self, instance_ids: list[str]) -> dict[str, Any]:
         pipe = self.client.pipeline(transaction=False)

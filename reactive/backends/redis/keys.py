@@ -29,6 +29,8 @@ INSTANCE_IDS = PREFIX + "live"  # set of live instance ids
 
 HEARTBEAT_SECONDS = 2.0
 HUB_TIMEOUT_SECONDS = 10.0
+# A process that hears nothing from a leading worker for this long reconnects its clients.
+SILENCE_SECONDS = 10.0
 LEASE_MS = 5000
 REQUESTS_LENGTH = 100_000
 WATCHED_CACHE_SECONDS = 1.0
