@@ -28,10 +28,11 @@ from harness.processes import (
     django_env,
     manage_command,
     migrate,
+    uvicorn_command,
 )
 from harness.services import Service, start_all, start_postgres, start_redis
 
-# What the index and the live instances leave in Redis (reactive/lua/register.lua, backends/redis.py).
+# What the index and the live instances leave in Redis (reactive/backends/redis/).
 INDEX_PATTERNS = (
     "reactive:conj:*",
     "reactive:scheme:*",
@@ -148,12 +149,16 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def start_servers(self, *names: str, timeout: float = 30.0) -> list[Process]:
-        """Daphne servers, started together; returns once each one listens."""
+    def start_servers(self, *names: str, timeout: float = 30.0, server: str = "daphne") -> list[Process]:
+        """ASGI servers (``"daphne"`` or ``"uvicorn"``), started together; returns once each listens."""
         servers = []
         for name in names:
             port = free_port()
-            servers.append(self.start(name, daphne_command(port, *DAPHNE_LIMITS), port))
+            if server == "uvicorn":
+                argv = uvicorn_command(port, "--log-level", "warning")
+            else:
+                argv = daphne_command(port, *DAPHNE_LIMITS)
+            servers.append(self.start(name, argv, port))
         for server in servers:
             server.wait_until_listening(timeout)
         return servers

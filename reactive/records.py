@@ -15,6 +15,8 @@ import orjson
 
 # The table name standing for "every table": what a raw SQL read whose tables are unknown reads.
 ANY_TABLE = "*"
+# The entry of ``ChangeRecord.revoked`` standing for "any sign-in": a write whose rows are unknown.
+ANYONE = "*"
 
 Conjunction = frozenset  # frozenset[tuple[str, Hashable]]
 ANY_ROW: Conjunction = frozenset()
@@ -86,11 +88,16 @@ class ChangeRecord:
     ``opaque_tables`` are tables written in a way whose rows are unknown (raw SQL, an upsert,
     a write to a table nobody watched at the time): every reader of them is affected.
     ``readsets.ANY_TABLE`` among them means every table.
+
+    ``revoked`` names the sign-ins the commit may have ended or whose rights it may have changed
+    (``capture/identities.py``): ``"user:<pk>"`` for a user row updated or deleted,
+    ``"session:<key>"`` for a session deleted, ``ANYONE`` when it cannot tell whose.
     """
 
     version: int
     rows: tuple[RowChange, ...] = ()
     opaque_tables: frozenset[str] = field(default_factory=frozenset)
+    revoked: frozenset[str] = field(default_factory=frozenset)
 
 
 # The text form ---------------------------------------------------------------------------------
@@ -122,22 +129,25 @@ def image_text(image: RowImage | None) -> dict[str, str] | None:
     return None if image is None else {column: value_text(value) for column, value in image.items()}
 
 
-def encode_change(rows: Iterable[RowChange], opaque_tables: Iterable[str]) -> str:
+def encode_change(
+    rows: Iterable[RowChange], opaque_tables: Iterable[str], revoked: Iterable[str] = ()
+) -> str:
     """One commit's changes as the JSON text stored in the change log (images as value texts)."""
-    return orjson.dumps(
-        {
-            "rows": [[row.table, image_text(row.old), image_text(row.new)] for row in rows],
-            "opaque": sorted(opaque_tables),
-        }
-    ).decode()
+    record: dict = {
+        "rows": [[row.table, image_text(row.old), image_text(row.new)] for row in rows],
+        "opaque": sorted(opaque_tables),
+    }
+    if revoked:  # rare: most commits end no sign-in
+        record["revoked"] = sorted(revoked)
+    return orjson.dumps(record).decode()
 
 
 def decode_change(version: int, text: str | bytes) -> ChangeRecord:
     """A change record read back from the log: its row images hold value texts."""
     data = orjson.loads(text)
     rows = tuple(RowChange(table, old, new) for table, old, new in data["rows"])
-    return ChangeRecord(version, rows, frozenset(data["opaque"]))
+    return ChangeRecord(version, rows, frozenset(data["opaque"]), frozenset(data.get("revoked", ())))
 
 
 # What a pruned stretch of the log is replaced by: every table changed.
-EVERYTHING_CHANGED = encode_change((), (ANY_TABLE,))
+EVERYTHING_CHANGED = encode_change((), (ANY_TABLE,), (ANYONE,))

@@ -43,13 +43,19 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_BURST": 1000,
     # The clock of the rate limit (a callable returning seconds); tests replace it to control time.
     "CLOCK": "time.monotonic",
+    # Most rows in one page of paginate(): the largest num_items, and where a page fixed by its
+    # end_cursor is cut when rows inserted into it grew it past this.
+    "PAGINATION_MAX_ITEMS": 1000,
     # How long stored mutation results are kept for replay after a reconnect.
     "MUTATION_RESULT_TTL_HOURS": 24,
-    # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens.
+    # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens;
+    # called again before every mutation and action of a socket that signed in with a token.
     "TOKEN_AUTHENTICATOR": "reactive.auth.authenticate_signed_token",
+    # Lifetime of a reactive.auth.make_token token; a password change or deactivation ends it sooner.
     "TOKEN_MAX_AGE_SECONDS": 7 * 24 * 3600,
     # Tables whose writes never invalidate anything (the app's own bookkeeping, the change log
-    # itself, and sessions): a transaction that writes only these appends no change record.
+    # itself, and sessions): a transaction that writes only these appends no change record,
+    # except that a deleted session still ends the sockets signed in with it (docs/security.md).
     "IGNORED_TABLES": [
         "reactive_mutationrecord",
         "reactive_changelog",

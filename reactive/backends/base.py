@@ -87,14 +87,20 @@ class Batch:
 
     ``resubscribe``: shared instances whose re-run read the caller's identity; each subscriber
     must subscribe again as itself.
+    ``revoked``: the sign-ins the pass's commits may have ended (``ChangeRecord.revoked``); each
+    hub re-checks the connections they name.
     """
 
     version: int
     updates: list[InstanceUpdate] = field(default_factory=list)
     replies: list[Subscribed] = field(default_factory=list)
     resubscribe: list[str] = field(default_factory=list)
+    revoked: frozenset[str] = frozenset()
     # The hubs watching each updated or resubscribed instance, for backends that route by hub.
     audience: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Hubs whose instances the invalidator released because they stopped heartbeating: if one
+    # is alive after all, it must subscribe everything again.
+    released_hubs: frozenset[str] = frozenset()
 
 
 # The parts -----------------------------------------------------------------------------------
@@ -107,8 +113,14 @@ class ChangeLog(ABC):
     ``ANY_TABLE``: the reader re-runs everything instead of missing a change."""
 
     @abstractmethod
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
-        """Commit one change record on its own; return its version."""
+    def append(
+        self,
+        rows: tuple[RowChange, ...],
+        opaque_tables: frozenset[str],
+        revoked: frozenset[str] = frozenset(),
+    ) -> int:
+        """Commit one change record on its own (and the sign-ins it may have ended); return its
+        version."""
 
     @abstractmethod
     def head(self) -> int:

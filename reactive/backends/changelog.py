@@ -50,11 +50,16 @@ class DatabaseLog(ChangeLog):
     def __init__(self, using: str = DEFAULT_DB_ALIAS) -> None:
         self.using = using
 
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
+    def append(
+        self,
+        rows: tuple[RowChange, ...],
+        opaque_tables: frozenset[str],
+        revoked: frozenset[str] = frozenset(),
+    ) -> int:
         """Commit one change record in a transaction of its own (as a commit of these writes would)."""
         connection = connections[self.using]
         with commits.commit_versions() as committed, transaction.atomic(using=self.using):
-            commits.record(connection, list(rows), opaque_tables)
+            commits.record(connection, list(rows), opaque_tables, revoked=revoked)
         if committed.last is None:
             raise ValueError(f"Nothing to log: {rows!r} {opaque_tables!r} write only ignored tables")
         return committed.last

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from ..records import RowChange, encode_change
 from ..settings import reactive_settings
-from . import logtable
+from . import identities, logtable
 
 _local = threading.local()
 
@@ -58,11 +58,16 @@ def connect(sink: ChangeSink | None) -> None:
     _sink = sink
 
 
-def watched_columns(table: str) -> frozenset[str] | None:
-    """Columns whose old values an update or delete of ``table`` must read (None: no need)."""
-    if _sink is None or table in reactive_settings.IGNORED_TABLES:
+def watched_columns(table: str, write: str) -> frozenset[str] | None:
+    """Columns whose old values an ``"update"`` or ``"delete"`` of ``table`` must read (None: no
+    need). The primary key is read with them, and for a write that may end a sign-in (a user
+    updated or deleted, a session deleted) it is read even when no query watches the table."""
+    if _sink is None:
         return None
-    return _sink.watched_columns(table)
+    watched = None if table in reactive_settings.IGNORED_TABLES else _sink.watched_columns(table)
+    if watched is None and identities.must_read_keys(table, write):
+        return frozenset()
+    return watched
 
 
 def tracks(table: str) -> bool:
@@ -71,12 +76,15 @@ def tracks(table: str) -> bool:
 
 
 class _Part:
-    __slots__ = ("opaque_tables", "rows", "savepoints")
+    __slots__ = ("opaque_tables", "revoked", "rows", "savepoints")
 
-    def __init__(self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str]) -> None:
+    def __init__(
+        self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str]
+    ) -> None:
         self.savepoints = savepoints
         self.rows = rows
         self.opaque_tables = opaque_tables
+        self.revoked = revoked
 
 
 class PendingCommit:
@@ -87,8 +95,10 @@ class PendingCommit:
     def __init__(self) -> None:
         self.parts: list[_Part] = []
 
-    def add(self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str]) -> None:
-        self.parts.append(_Part(savepoints, rows, opaque_tables))
+    def add(
+        self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str]
+    ) -> None:
+        self.parts.append(_Part(savepoints, rows, opaque_tables, revoked))
 
     def drop_savepoint(self, sid: str) -> None:
         self.parts = [part for part in self.parts if sid not in part.savepoints]
@@ -99,20 +109,34 @@ class PendingCommit:
 _pending: weakref.WeakKeyDictionary[object, PendingCommit] = weakref.WeakKeyDictionary()
 
 
-def record(connection, rows: list[RowChange], opaque_tables: Iterable[str] = ()) -> None:
-    """Note writes made on ``connection``; they are logged when (if) their transaction commits."""
+def record(
+    connection,
+    rows: list[RowChange],
+    opaque_tables: Iterable[str] = (),
+    *,
+    raw_sql: bool = False,
+    revoked: Iterable[str] = (),
+) -> None:
+    """Note writes made on ``connection``; they are logged when (if) their transaction commits.
+
+    ``raw_sql``: the write is SQL sent straight to a cursor, of unknown kind (it may delete).
+    ``revoked``: sign-ins it ends besides those its rows show (``identities.py``).
+    """
     if _sink is None:
         return
+    # Before dropping ignored tables: a deleted session ends a sign-in even though its table
+    # never re-runs a query.
+    revoked = identities.revoked_by(rows, opaque_tables, raw_sql=raw_sql) | frozenset(revoked)
     ignored = reactive_settings.IGNORED_TABLES
     rows = [row for row in rows if row.table not in ignored]
     opaque = {table for table in opaque_tables if table not in ignored}
-    if not rows and not opaque:
+    if not rows and not opaque and not revoked:
         return
     if connection.in_atomic_block or not connection.get_autocommit():
         pending = _pending.get(connection)
         if pending is None:
             pending = _pending[connection] = PendingCommit()
-        pending.add(set(connection.savepoint_ids), rows, opaque)
+        pending.add(set(connection.savepoint_ids), rows, opaque, revoked)
     else:
         # A statement the patches do not wrap (a schema change in autocommit mode) has committed
         # on its own: its record follows, in a transaction of its own on that same connection
@@ -120,7 +144,7 @@ def record(connection, rows: list[RowChange], opaque_tables: Iterable[str] = ())
         connection.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
         try:
             _pending[connection] = PendingCommit()
-            _pending[connection].add(set(), rows, opaque)
+            _pending[connection].add(set(), rows, opaque, revoked)
             connection.commit()
         except BaseException:
             connection.rollback()
@@ -145,6 +169,7 @@ def before_commit(connection) -> int | None:
     changes = encode_change(
         [row for part in parts for row in part.rows],
         {table for part in parts for table in part.opaque_tables},
+        frozenset().union(*(part.revoked for part in parts)),
     )
     return logtable.append(connection, changes)
 

@@ -4,7 +4,8 @@
 - ``SQLInsertCompiler`` / ``SQLUpdateCompiler`` / ``SQLDeleteCompiler.execute_sql``: every ORM
   write ends here (``save``, ``update``, ``bulk_*``, cascades, ``SET_NULL``, many-to-many
   managers), signals or not. Updates and deletes first read the old values of the affected
-  rows, limited to the columns live queries constrain, so a row leaving a result is seen.
+  rows, limited to the columns live queries constrain, so a row leaving a result is seen (and
+  the primary keys of updated users and deleted sessions, which may end a sign-in).
 - ``CursorWrapper.execute`` / ``executemany`` / ``callproc``: SQL that bypassed the compilers
   (``cursor.execute``, ``.raw()``) is a read, or a write of every table it names.
 - ``BaseDatabaseWrapper.savepoint_rollback`` / ``rollback`` / ``close``: drop the writes of a
@@ -186,7 +187,7 @@ def _wrap_update(original):
                 return original(self, result_type)
         table = self.query.get_meta().db_table
         with _own_transaction(self.connection, (table,)):
-            fields = _image_fields(self.query.get_meta())
+            fields = _image_fields(self.query.get_meta(), "update")
             old = _read_images(self, fields) if fields is not None else None
             with _in_compiler:
                 result = original(self, result_type)
@@ -220,7 +221,7 @@ def _wrap_delete(original):
         tracking.forbid_write()
         table = self.query.get_meta().db_table
         with _own_transaction(self.connection, (table,)):
-            fields = _image_fields(self.query.get_meta())
+            fields = _image_fields(self.query.get_meta(), "delete")
             old = _read_images(self, fields) if fields is not None else None
             with _in_compiler:
                 result = original(self, *args, **kwargs)
@@ -233,10 +234,11 @@ def _wrap_delete(original):
     return execute_sql
 
 
-def _image_fields(meta) -> list | None:
-    """The fields whose old values an update or delete must read: the primary key and every
-    column that a live query constrains. ``None``: the table is ignored or nobody watches it."""
-    watched = commits.watched_columns(meta.db_table)
+def _image_fields(meta, write: str) -> list | None:
+    """The fields whose old values an ``"update"`` or ``"delete"`` must read: the primary key and
+    every column that a live query constrains. ``None``: the table is ignored or nobody watches
+    it, and the write cannot end a sign-in (``identities.py``)."""
+    watched = commits.watched_columns(meta.db_table, write)
     if watched is None:
         return None
     return [f for f in meta.local_concrete_fields if f.primary_key or f.column in watched]
@@ -315,7 +317,7 @@ def _wrap_cursor(original):
         wrap = nullcontext() if _SCHEMA.match(str(sql)) else _own_transaction(self.db, tables)
         with wrap:
             result = original(self, sql, *args, **kwargs)
-            commits.record(self.db, [], tables)
+            commits.record(self.db, [], tables, raw_sql=True)
         return result
 
     return execute

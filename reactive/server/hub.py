@@ -26,17 +26,21 @@ from ..engine import worker
 from ..engine.execution import server_error
 from ..engine.instances import candidate_ids, instance_base
 from ..functions import encoding
+from .identity import Identity
 
 logger = logging.getLogger("reactive.hub")
 
 # How long a new hub waits for this process's worker to take its first turn at the lease.
 WORKER_START_SECONDS = 10.0
+# How long a new hub may take to connect to the backend.
+CONNECT_SECONDS = 10.0
 
 
 class Subscriber(Protocol):
     """What the hub needs of a connection (``consumer.Subscriber`` implements it)."""
 
     user_id: object | None
+    identity: Identity
 
     def push_transition(self, version: int, entries: list[str]) -> None:
         """Queue one ``transition`` frame made of these update entries."""
@@ -55,6 +59,9 @@ class Subscriber(Protocol):
 
     def close_for_restart(self) -> None:
         """Close the connection so that the client reconnects (the backend is unreachable)."""
+
+    def recheck_identity(self) -> None:
+        """A commit may have ended the connection's sign-in: check it again (in the background)."""
 
 
 class LocalInstance:
@@ -104,10 +111,13 @@ class Hub:
         self.connected = loop.create_task(self._connect())
 
     async def _connect(self) -> None:
+        # Bounded: a backend that does not answer fails this hub, and the next connection
+        # makes a new one, rather than every later socket waiting on this one for ever.
         try:
-            head = await asyncio.to_thread(_log_head, self.backend)
-            self.processed_version = max(self.processed_version, head)
-            await self.backend.connect_hub(self)
+            async with asyncio.timeout(CONNECT_SECONDS):
+                head = await asyncio.to_thread(_log_head, self.backend)
+                self.processed_version = max(self.processed_version, head)
+                await self.backend.connect_hub(self)
         except BaseException:
             self.close()  # the next socket makes a new hub (the backend may be back by then)
             raise
@@ -223,9 +233,15 @@ class Hub:
                 for sub_id in sub_ids:
                     consumer.resubscribe(sub_id)
         self._pending_candidates = +self._pending_candidates  # drop zero counts
+        if self.hub_id in batch.released_hubs:
+            self.rejoin()
         self.processed_version = max(self.processed_version, batch.version)
         for consumer, entries in frames.items():
             consumer.push_transition(self.processed_version, entries)
+        if batch.revoked:  # a logout, a deactivation, a password change...: rare, so a scan
+            for consumer in list(self.consumers):
+                if consumer.identity.concerned_by(batch.revoked):
+                    consumer.recheck_identity()
         while self._waiters and self._waiters[0][0] <= self.processed_version:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
@@ -307,11 +323,19 @@ async def get_hub() -> Hub:
     connected to the backend: it receives every batch sent after its first request."""
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
-    if hub is None or hub.closed or hub.backend is not get_backend():
+    if hub is None or hub.closed or hub.backend is not get_backend() or _failed(hub.connected):
         for other_loop, other in list(_hubs.items()):
             if other_loop.is_closed() or other is hub:
                 other.close()
                 del _hubs[other_loop]
         hub = _hubs[loop] = Hub(loop)
-    await asyncio.shield(hub.connected)
+    try:
+        await asyncio.shield(hub.connected)
+    except Exception:
+        hub.close()  # the next connection makes a new hub (the backend may be back by then)
+        raise
     return hub
+
+
+def _failed(task: asyncio.Task) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)

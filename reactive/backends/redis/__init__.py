@@ -28,7 +28,7 @@ import orjson
 import redis
 from channels.layers import get_channel_layer
 
-from ...records import ChangeRecord
+from ...records import ANYONE, ChangeRecord
 from ...settings import reactive_settings
 from ..base import Backend, BackendUnavailable, Batch, DropHub, InstanceUpdate, Request
 from ..changelog import DatabaseLog, LogTail
@@ -103,6 +103,10 @@ class RedisBackend(Backend):
         return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)
 
     async def connect_hub(self, hub) -> None:
+        try:
+            await self._in_io_thread(self.client.ping)  # fail fast while Redis is down
+        except redis.RedisError as exc:
+            raise BackendUnavailable(str(exc)) from exc
         # Subscribed before the hub is announced: no batch sent to it can be missed.
         hub.hub_id = await get_channel_layer().new_channel("reactive.hub.")
         self._hubs[hub.hub_id] = hub
@@ -184,10 +188,14 @@ class RedisBackend(Backend):
 
     async def _resync(self, hub) -> None:
         stored = await self._in_io_thread(self._stored_results, list(hub.instances))
-        batch = Batch(version=int(stored.pop("__version__")))
+        # The lost message may have ended sign-ins: every signed-in socket is checked again.
+        batch = Batch(version=int(stored.pop("__version__")), revoked=frozenset({ANYONE}))
         for instance_id, (payload, is_error) in stored.items():
             batch.updates.append(InstanceUpdate(instance_id, payload, is_error))
         hub.apply_batch(batch)
+        # The lost message may have held replies to subscribes: ask again (attaching twice is
+        # harmless; a reply that was lost would otherwise leave its subscription waiting).
+        hub.resubmit_pending()
 
     def _stored_results(self, instance_ids: list[str]) -> dict[str, Any]:
         pipe = self.client.pipeline(transaction=False)
@@ -261,6 +269,7 @@ class RedisBackend(Backend):
         # even one that has not shown up in the (cached) live set yet.
         targets = self.live_hubs() | {reply.hub_id for reply in batch.replies}
         targets |= {hub_id for hubs in batch.audience.values() for hub_id in hubs}
+        targets |= batch.released_hubs
         for hub_id in targets:
             messages[hub_id] = {
                 "type": "reactive.batch",
@@ -268,7 +277,10 @@ class RedisBackend(Backend):
                 "updates": [],
                 "replies": [],
                 "resubscribe": [],
+                "released": hub_id in batch.released_hubs,
             }
+            if batch.revoked:  # every process: any of its sockets may be signed in as them
+                messages[hub_id]["revoked"] = sorted(batch.revoked)
         for update in batch.updates:
             for hub_id in batch.audience.get(update.instance_id, ()):
                 messages[hub_id]["updates"].append([update.instance_id, update.payload, update.is_error])

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("reactive", "0001_initial"),
+        ("reactive", "0002_mutation_record_identity"),
     ]
 
     operations = [
