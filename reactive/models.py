@@ -83,6 +83,7 @@ class ChangeLogEntry(models.Model):
     changes = models.TextField()
 
     class Meta:
+        app_label = "reactive"  # as MutationRecord's: the server imports without the app installed
         db_table = "reactive_changelog"
         indexes = [
             models.Index(fields=["xid"], condition=models.Q(xid__isnull=False), name="reactive_changelog_xid")

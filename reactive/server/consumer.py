@@ -33,7 +33,7 @@ from . import protocol
 from .executors import run_user_code
 from .hub import Hub, get_hub
 from .identity import ANONYMOUS, Identity, identity_of_token
-from .installation import require_app_installed
+from .installation import app_installed, require_app_installed
 from .throttling import ConnectionCounter, TokenBucket
 
 logger = logging.getLogger("reactive.consumers")
@@ -110,9 +110,14 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=protocol.error_frame(refusal))
             await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
             return
+        self._spawn(self._write_outbox())
+        if not app_installed():
+            # No hub (its backend needs the app's tables): every frame but a ping is answered
+            # with what to add (receive() checks).
+            self.hub = None  # type: ignore[assignment]
+            return
         self.hub = await get_hub()
         self.hub.consumers.add(self)
-        self._spawn(self._write_outbox())
         self._spawn(self._run_mutations())
 
     def _count_connection(self) -> LimitExceeded | None:
@@ -138,13 +143,15 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         if getattr(self, "closed", True):
             return
         self.closed = True
+        for task in self._tasks:
+            task.cancel()
+        if self.hub is None:
+            return
         self.hub.consumers.discard(self)
         for sub_id, subscription in list(self.subscriptions.items()):
             self.hub.unsubscribe(self, sub_id, subscription.instance_id)
         self.subscriptions.clear()
         self.args_bytes = 0
-        for task in self._tasks:
-            task.cancel()
 
     def close_for_restart(self) -> None:
         """Close so that the client reconnects and subscribes again (the backend went away)."""

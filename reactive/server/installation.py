@@ -19,10 +19,14 @@ logger = logging.getLogger("reactive.consumers")
 _logged = False
 
 
+def app_installed() -> bool:
+    return "reactive" in apps.app_configs
+
+
 def require_app_installed() -> None:
     """Raise ``AppNotInstalled`` unless the "reactive" app config is in the app registry."""
     global _logged
-    if "reactive" in apps.app_configs:
+    if app_installed():
         return
     error = AppNotInstalled()
     if not _logged:
