@@ -48,6 +48,10 @@ DEFAULTS: dict[str, Any] = {
     # Callable(token: str) -> user or None, for the `authenticate` message and HTTP bearer tokens.
     "TOKEN_AUTHENTICATOR": "reactive.auth.authenticate_signed_token",
     "TOKEN_MAX_AGE_SECONDS": 7 * 24 * 3600,
+    # What a query's read set records: "rows" (the conditions that bound the rows read) or
+    # "tables" (every row of each table read). "tables" is for benchmarks and diagnosis only: it
+    # re-runs a query on any write to a table it read.
+    "READ_SETS": "rows",
     # Tables whose writes never invalidate anything (the app's own bookkeeping and sessions).
     "IGNORED_TABLES": ["reactive_mutationrecord", "django_session", "django_migrations"],
     # How many recent change records the log keeps (embedded deque, Redis stream).
