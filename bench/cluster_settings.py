@@ -8,6 +8,7 @@ import os
 import dj_database_url
 
 from bench.settings import *  # noqa: F403
+from bench.settings import REACTIVE
 
 if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
     raise RuntimeError("bench.cluster_settings needs DATABASE_URL (Postgres) and REDIS_URL")
@@ -23,5 +24,5 @@ CHANNEL_LAYERS = {
 }
 
 # bench.settings forces the embedded backend; this one is the point of the cluster benchmark.
-# The documented default limits otherwise; RUN_WORKER_IN_SERVER stays at its default (False).
-REACTIVE = {"BACKEND": "redis"}
+# bench.settings' limits otherwise; RUN_WORKER_IN_SERVER stays at its default (False).
+REACTIVE = {**REACTIVE, "BACKEND": "redis"}

@@ -148,12 +148,14 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def start_servers(self, *names: str, timeout: float = 30.0) -> list[Process]:
-        """Daphne servers, started together; returns once each one listens."""
+    def start_servers(
+        self, *names: str, timeout: float = 30.0, options: tuple[str, ...] = DAPHNE_LIMITS
+    ) -> list[Process]:
+        """Daphne servers with ``options``, started together; returns once each one listens."""
         servers = []
         for name in names:
             port = free_port()
-            servers.append(self.start(name, daphne_command(port, *DAPHNE_LIMITS), port))
+            servers.append(self.start(name, daphne_command(port, *options), port))
         for server in servers:
             server.wait_until_listening(timeout)
         return servers
