@@ -10,8 +10,8 @@ from bench.report import sections
 from bench.tables import md_table
 
 METHOD = """\
-Every scenario runs each system on this machine's loopback, one system at a time, fresh servers
-for each, in the same run. Systems: **reactive (embedded)** (one server process: SQLite in WAL
+Every scenario runs each system on this machine's loopback, one system at a time, on fresh
+servers, in the same run. Systems: **reactive (embedded)** (one server process: SQLite in WAL
 mode, the in-process log, index and invalidator), **reactive (Redis)** (Daphne servers A and B, one
 `reactive_worker`, Redis and Postgres, clients split between A and B), and the baselines:
 **table-level** (our engine with `REACTIVE["READ_SETS"] = "tables"`), **DCRF observer**

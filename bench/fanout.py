@@ -54,7 +54,8 @@ async def fanout_cells(population: Population, plan: Plan) -> list[dict[str, Any
     given_up: str | None = None
     before = await memory(population)
     start_memory = before
-    for n, writes, rate in zip(plan.fanout_subscribers, plan.fanout_writes, plan.fanout_rates, strict=True):
+    steps = list(zip(plan.fanout_subscribers, plan.fanout_writes, plan.fanout_rates, strict=True))
+    for step, (n, writes, rate) in enumerate(steps):
         cell: dict[str, Any] = {
             "system": deployed.system.name,
             "server": deployed.asgi_server,
@@ -90,7 +91,24 @@ async def fanout_cells(population: Population, plan: Plan) -> list[dict[str, Any
                 given_up = f"saturated at N={n}: {why}"
                 break
         cell["summary"] = combine(cell["windows"])
+        if not given_up and step + 1 < len(steps):
+            given_up = too_slow_for(cell, *steps[step + 1])
     return cells
+
+
+def too_slow_for(cell: dict[str, Any], n: int, writes: int, rate: float) -> str | None:
+    """Why the next step is not run: its last receiver, scaled from this step's by the number of
+    subscribers, would come over 2.5 write intervals late (the run would only measure a backlog)."""
+    last = cell["summary"]["last_p50"]
+    if last is None:
+        return None
+    predicted_s = last["median"] / 1000 * n / cell["subscribers"]
+    if predicted_s > 2.5 / rate:
+        return (
+            f"not run: the last receiver took {last['median']:.0f} ms at N={cell['subscribers']:,}, "
+            f"about {predicted_s:.0f} s at N={n:,}, over 2.5 write intervals"
+        )
+    return None
 
 
 async def distinct_footprint(population: Population, count: int) -> dict[str, Any]:

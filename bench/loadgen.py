@@ -32,6 +32,7 @@ from bench.wire import HttpConnection, WebSocketClient, open_http, open_websocke
 
 monotonic_ns = time.monotonic_ns
 BACKGROUND_PARSE_SECONDS = 1.0
+WRITE_TIMEOUT_S = 30.0  # an open-loop write not answered by then failed (a saturated baseline)
 # The counter value in a pushed row, as our server (orjson) and DCRF (json) write it.
 VALUE_IN_FRAME = re.compile(rb'"value": ?(\d+)[,}]')
 
@@ -415,11 +416,10 @@ class LoadGenerator:
             connection = await pool.acquire()
             try:
                 if request is None:
-                    t, status, body = await connection.request(
-                        "POST", f"/bench/bump?key={key}&intended={record[0]}"
-                    )
+                    path, payload = f"/bench/bump?key={key}&intended={record[0]}", b""
                 else:
-                    t, status, body = await connection.request("POST", request[0], orjson.dumps(request[1]))
+                    path, payload = request[0], orjson.dumps(request[1])
+                t, status, body = await connection.request("POST", path, payload, timeout=WRITE_TIMEOUT_S)
                 record[2], record[3] = t, status
                 if status != 200:
                     errors.append(f"HTTP {status}: {body[:200]!r}")

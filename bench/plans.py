@@ -14,7 +14,6 @@ class Plan:
     repeats: int  # measured windows per cell; the spread is over these
     loadgen_processes: int  # receiving processes (plus one writer)
     drain_timeout_s: float  # after the last write, how long pushes may keep arriving
-    fresh_servers: bool  # a fresh server per scenario (else latency and fan-out share one)
     # 1. Latency: N subscribers over up to `latency_instances` instances, writes at each rate.
     latency_systems: tuple[SystemOnServer, ...]
     latency_subscribers: tuple[int, ...]
@@ -93,15 +92,14 @@ PLANS = {
         repeats=3,
         loadgen_processes=4,
         drain_timeout_s=15.0,
-        fresh_servers=True,
         latency_systems=EVERY_SYSTEM,
         latency_subscribers=(1, 100, 1000, 5000),
         latency_instances=100,
         latency_rates=(10.0, 200.0),
-        latency_window_s=(3.0, 2.0),
+        latency_window_s=(2.0, 1.5),
         fanout_systems=FANOUT_SYSTEMS,
         fanout_subscribers=(100, 1000, 10000),
-        fanout_writes=(10, 10, 5),
+        fanout_writes=(10, 8, 4),
         fanout_rates=(5.0, 2.0, 0.5),
         redis_distinct_subscriptions=1000,
         writes_connections=8,
@@ -119,7 +117,7 @@ PLANS = {
         overhead_iterations=2000,
         overhead_repeats=3,
         profile_subscribers=1000,
-        profile_seconds=10.0,
+        profile_seconds=20.0,
         rt_writes=50,
         rt_spacing_s=0.1,
         rt_idle_s=3.0,
@@ -134,7 +132,6 @@ PLANS = {
         repeats=1,
         loadgen_processes=2,
         drain_timeout_s=8.0,
-        fresh_servers=False,
         latency_systems=QUICK_SYSTEMS,
         latency_subscribers=(10,),
         latency_instances=5,

@@ -46,7 +46,9 @@ async def record(pid: int, seconds: float, path: Path, fmt: str) -> None:
 
 
 def summarise(collapsed: str) -> dict[str, Any]:
-    """Self and inclusive shares of the samples per function (``name (file:line)`` frames)."""
+    """Self and inclusive shares of the samples per function (``name (file)`` frames). The
+    inclusive list leaves out the frames over more than half the samples (the event loop's and
+    the server's main loop: everything is under them)."""
     own: collections.Counter[str] = collections.Counter()
     under: collections.Counter[str] = collections.Counter()
     total = 0
@@ -55,21 +57,29 @@ def summarise(collapsed: str) -> dict[str, Any]:
         if not stack or not count.isdigit():
             continue
         samples = int(count)
-        frames = [
-            frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0] + ")"
-            for frame in stack.split(";")
-        ]
+        frames = [frame_name(frame) for frame in stack.split(";")]
         total += samples
         own[frames[-1]] += samples
         for frame in set(frames):
             under[frame] += samples
+    if not total:
+        return {"samples": 0, "self": [], "inclusive": []}
     return {
         "samples": total,
-        "self": [[frame, round(n / total, 4)] for frame, n in own.most_common(TOP)] if total else [],
-        "inclusive": [
-            [frame, round(n / total, 4)] for frame, n in under.most_common(TOP + 10) if n < total
-        ][:TOP] if total else [],
-    }  # fmt: skip
+        "self": [[frame, round(n / total, 4)] for frame, n in own.most_common(TOP)],
+        "inclusive": [[frame, round(n / total, 4)] for frame, n in under.most_common() if n <= total / 2][
+            :TOP
+        ],
+    }
+
+
+def frame_name(frame: str) -> str:
+    """``function (path/file.py:line)`` -> ``function (package/file.py)``."""
+    name, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0].rstrip(")")
+    parts = path.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else path
+    return f"{name} ({short})"
 
 
 async def profile_fanout(population: Population, plan: Plan, directory: Path) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from bench.throughput import sustained_rates, write_phases
 OURS = {"reactive", "reactive-redis", "tables"}
 PRIMER_INDEX = 90_000_000  # the Redis deployment's priming sockets
 SCENARIOS = ("latency", "fanout", "writes", "precision", "tracking", "profile", "roundtrips", "lag")
-PER_SYSTEM = ("latency", "fanout", "roundtrips", "lag")  # run system by system
+PER_SYSTEM = ("fanout", "latency", "roundtrips", "lag")  # system by system, in this order
 REDIS = ("reactive-redis", "daphne")
 
 
@@ -150,8 +150,8 @@ class Suite:
     # Scenarios ---------------------------------------------------------------------------
 
     def per_system(self, scenarios: list[str]) -> None:
-        """Latency and fan-out, system by system, and the Redis diagnostics: a fresh deployment
-        for each scenario (full plan; the two diagnostics share one), or one for all (quick)."""
+        """Fan-out, latency and the Redis diagnostics, system by system, on one deployment per
+        system: fan-out first, on the fresh server, since it reads the server's memory growth."""
         wanted = {
             "latency": self.wanted(self.plan.latency_systems),
             "fanout": self.wanted(self.plan.fanout_systems),
@@ -161,14 +161,9 @@ class Suite:
         wanted = {scenario: pairs if scenario in scenarios else [] for scenario, pairs in wanted.items()}
         pairs = list(dict.fromkeys(pair for scenario in PER_SYSTEM for pair in wanted[scenario]))
         for name, server in pairs:
-            mine = [scenario for scenario in PER_SYSTEM if (name, server) in wanted[scenario]]
-            if self.plan.fresh_servers:
-                diagnostics = [s for s in mine if s in ("roundtrips", "lag")]
-                groups = [[s] for s in mine if s not in diagnostics] + ([diagnostics] if diagnostics else [])
-            else:
-                groups = [mine]
-            for group in groups:
-                self.on_system(name, server, group)
+            self.on_system(
+                name, server, [scenario for scenario in PER_SYSTEM if (name, server) in wanted[scenario]]
+            )
 
     def on_system(self, name: str, server: str, group: list[str]) -> None:
         where = " + ".join(group)
