@@ -144,7 +144,10 @@ class Suite:
                     )
                 if window["closed_sockets"]:
                     self.failed(
-                        name, where, f"N={cell['subscribers']}: {window['closed_sockets']} sockets closed"
+                        name,
+                        where,
+                        f"N={cell['subscribers']}: {window['closed_sockets']} sockets closed: "
+                        f"{window.get('closed_reasons')}",
                     )
 
     # Scenarios ---------------------------------------------------------------------------

@@ -210,6 +210,7 @@ def analyse(
         "poll_rate": round(collected["polls"] / cpu["wall_s"], 1) if collected["polls"] else None,
         "late_polls": collected["late_polls"],
         "closed_sockets": collected["closed_count"],
+        "closed_reasons": sorted({reason for _, reason in collected["closed"]}),
         "client_errors": collected["errors"][:3],
     }
 
