@@ -11,6 +11,7 @@ every process it started and writing nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import signal
 import sys
@@ -66,7 +67,25 @@ def parser() -> argparse.ArgumentParser:
     )
     result.add_argument("--scenarios", type=parse_list(list(SCENARIOS)), default=list(SCENARIOS))
     result.add_argument("--systems", type=parse_list(list(SYSTEMS)), default=None, help="default: all")
+    result.add_argument(
+        "--render",
+        metavar="JSON",
+        type=Path,
+        help="run nothing: write BENCHMARKS.md and the plots again from a run's JSON (after a change "
+        "to the report or the targets)",
+    )
     return result
+
+
+def render_again(path: Path) -> int:
+    path = path.resolve()
+    report = json.loads(path.read_text())
+    reports.finish(report, keep_load=True)
+    print(reports.render_text(report))
+    quick = report["plan"] == "quick"
+    written = reports.write(report, quick, json_path=path)
+    print("\nwrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
+    return 0
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -75,6 +94,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
+    if options.render:
+        return render_again(options.render)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     plan = PLANS["quick" if options.quick else "full"]
     exe = Path(sys.executable)

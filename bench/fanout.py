@@ -98,15 +98,15 @@ async def fanout_cells(population: Population, plan: Plan) -> list[dict[str, Any
 
 def too_slow_for(cell: dict[str, Any], n: int, writes: int, rate: float) -> str | None:
     """Why the next step is not run: its last receiver, scaled from this step's by the number of
-    subscribers, would come over 2.5 write intervals late (the run would only measure a backlog)."""
+    subscribers, would come over 1.5 write intervals late (the run would only measure a backlog)."""
     last = cell["summary"]["last_p50"]
     if last is None:
         return None
     predicted_s = last["median"] / 1000 * n / cell["subscribers"]
-    if predicted_s > 2.5 / rate:
+    if predicted_s > 1.5 / rate:
         return (
             f"not run: the last receiver took {last['median']:.0f} ms at N={cell['subscribers']:,}, "
-            f"about {predicted_s:.0f} s at N={n:,}, over 2.5 write intervals"
+            f"about {predicted_s:.1f} s at N={n:,}, over 1.5 write intervals"
         )
     return None
 

@@ -60,7 +60,32 @@ async def latency_cells(population: Population, plan: Plan) -> list[dict[str, An
                     break
             cell["summary"] = combine(cell["windows"])
             cells.append(cell)
+            if rate not in given_up:
+                why_not = polls_out_of_reach(cell, deployed.system.poll_ms, plan.latency_subscribers)
+                if why_not:
+                    given_up[rate] = why_not
     return cells
+
+
+def polls_out_of_reach(cell: dict[str, Any], poll_ms: float | None, steps: tuple[int, ...]) -> str | None:
+    """Pollers: why the next N is not run, when it needs more polls a second than one core of
+    the server could answer at the CPU each poll cost at this N (a Python server uses one core):
+    the run would only measure the backlog."""
+    later = [n for n in steps if n > cell["subscribers"]]
+    if not poll_ms or not later or not cell["windows"]:
+        return None
+    polls = sum(w["polls"] for w in cell["windows"])
+    cpu = sum(w["cpu"]["serving_s"] for w in cell["windows"])
+    if not polls or not cpu:
+        return None
+    capacity = polls / cpu  # polls per CPU second, writes included
+    needed = later[0] * 1000 / poll_ms
+    if needed > 1.5 * capacity:
+        return (
+            f"not run: N={later[0]:,} needs {needed:,.0f} polls/s; at N={cell['subscribers']:,} a poll "
+            f"cost {1e6 / capacity:,.0f} µs of server CPU ({capacity:,.0f}/s on one core)"
+        )
+    return None
 
 
 def skipped_cell(population: Population, n: int, instances: int, rate: float, why: str) -> dict[str, Any]:

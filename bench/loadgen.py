@@ -398,12 +398,16 @@ class LoadGenerator:
         count: int,
         max_connections: int = 64,
         requests: list[list[Any]] | None = None,
+        mutations: int = 0,
     ) -> dict[str, Any]:
         """``count`` writes ``POST /bench/bump?key=K&intended=NS`` on an open-loop schedule
         (``rate``/s): each goes at its slot, answered or not. Returns ``[intended, sent, done,
         status, key, value, stamp]`` per write (done, value, stamp 0 on failure) and the errors.
         ``requests`` (``[path, JSON body]`` each) replaces the bumps: any POSTs on the schedule
-        (key, value and stamp are then 0)."""
+        (key, value and stamp are then 0). ``mutations`` > 0: the same write as the mutation
+        ``benchapp.increment`` over that many WebSockets, round robin (status 200 when ok)."""
+        if mutations:
+            return await self._mutations_open(host, port, keys, rate, count, mutations)
         pool = HttpPool(host, port, max_connections)
         await pool.warm(min(8, max_connections))
         period_ns = int(1e9 / rate)
@@ -446,6 +450,57 @@ class LoadGenerator:
             tasks.append(asyncio.create_task(one(record, key, requests[i] if requests else None)))
         await asyncio.gather(*tasks)
         pool.close()
+        return {"records": records, "errors": errors[:10], "error_count": len(errors)}
+
+    async def _mutations_open(
+        self, host: str, port: int, keys: list[int], rate: float, count: int, connections: int
+    ) -> dict[str, Any]:
+        answers: dict[int, asyncio.Future[tuple[int, dict]]] = {}
+
+        def on_message(t: int, payload: bytes) -> None:
+            frame = orjson.loads(payload)
+            future = answers.pop(frame.get("request_id"), None)
+            if future is not None and not future.done():
+                future.set_result((t, frame))
+
+        sockets = [await open_websocket(host, port, "/reactive/ws/", on_message) for _ in range(connections)]
+        period_ns = int(1e9 / rate)
+        start = monotonic_ns() + 20_000_000
+        records: list[list[int]] = []
+        errors: list[str] = []
+        tasks = []
+
+        async def one(record: list[int], request_id: int, socket: WebSocketClient) -> None:
+            future = asyncio.get_running_loop().create_future()
+            answers[request_id] = future
+            args = {"key": record[4], "intended": record[0]}
+            frame = {"type": "mutation", "request_id": request_id, "name": "benchapp.increment", "args": args}
+            socket.send_text(orjson.dumps(frame))
+            try:
+                t, frame = await asyncio.wait_for(future, WRITE_TIMEOUT_S)
+            except TimeoutError:
+                answers.pop(request_id, None)
+                errors.append("TimeoutError: no mutation_result")
+                return
+            record[2] = t
+            if frame.get("ok"):
+                record[3], record[5], record[6] = 200, frame["value"]["value"], frame["value"]["stamp"]
+            else:
+                errors.append(str(frame.get("error")))
+
+        try:
+            for i in range(count):
+                intended = start + i * period_ns
+                delay = intended - monotonic_ns()
+                if delay > 0:
+                    await asyncio.sleep(delay / 1e9)
+                record = [intended, monotonic_ns(), 0, 0, keys[i % len(keys)], 0, 0]
+                records.append(record)
+                tasks.append(asyncio.create_task(one(record, i + 1, sockets[i % connections])))
+            await asyncio.gather(*tasks)
+        finally:
+            for socket in sockets:
+                socket.close()
         return {"records": records, "errors": errors[:10], "error_count": len(errors)}
 
     async def cmd_write_closed(

@@ -95,8 +95,9 @@ def new_report(plan: Plan, command: str, scenarios: list[str], systems: list[str
     }
 
 
-def finish(report: dict[str, Any]) -> None:
-    report["machine"]["load_average_at_end"] = load_average()
+def finish(report: dict[str, Any], keep_load: bool = False) -> None:
+    if not keep_load:
+        report["machine"]["load_average_at_end"] = load_average()
     report["targets"] = evaluate(report)
 
 
@@ -564,13 +565,14 @@ def results_directory(quick: bool) -> Path:
     return directory
 
 
-def write(report: dict[str, Any], quick: bool) -> list[Path]:
-    """The JSON, ``BENCHMARKS.md`` and the plots; returns their paths."""
+def write(report: dict[str, Any], quick: bool, json_path: Path | None = None) -> list[Path]:
+    """The JSON (at ``json_path``, else ``<UTC date>.json``), ``BENCHMARKS.md`` and the plots;
+    returns their paths."""
     from bench import benchmarks_md, plots
 
     out_dir = results_directory(quick)
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    json_path = out_dir / f"{day}.json"
+    if json_path is None:
+        json_path = out_dir / f"{datetime.now(UTC).strftime('%Y-%m-%d')}.json"
     json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
     pictures = plots.draw(report, out_dir)
     md_path = out_dir / "BENCHMARKS.md" if quick else BENCHMARKS

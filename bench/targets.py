@@ -135,27 +135,36 @@ def write_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     subscribed = writes["phases"].get("subscribed", {})
     unwatched = subscribed.get("reactive: view, unwatched rows")
     plain = subscribed.get("plain Django view")
+    tracking = report.get("tracking")
     if unwatched and plain:
         reruns = unwatched["reruns_per_write"]["median"] if unwatched["reruns_per_write"] else None
-        added = (
+        server_added = (
             unwatched["cpu_us_per_write"]["median"] - plain["cpu_us_per_write"]["median"]
             if unwatched["cpu_us_per_write"] and plain["cpu_us_per_write"]
             else None
         )
-        met = reruns == 0 and added is not None and added <= 50
+        # The in-process figure resolves tens of µs; the servers' per-write CPU (a few ms of HTTP
+        # handling each, from /proc over 2 s) does not.
+        added = None
+        if tracking:
+            median = tracking["median_us"]
+            single = [op for op in median["plain"] if op != "atomic10"]  # one write each
+            added = max(median["unwatched"][op] - median["plain"][op] for op in single)
+        measured = f"{reruns:g} re-runs/write with {subscribed['_subscriptions']:,} live subscriptions"
+        if added is not None:
+            measured += f"; capture adds at most {added:.0f} µs per ORM write (in-process)"
+        if server_added is not None:
+            measured += f"; server CPU per HTTP write {server_added:+.0f} µs against the plain server"
         out.append(
             _target(
-                f"writes touching no read set ({subscribed['_subscriptions']:,} live subscriptions): "
-                "0 re-runs, ≤ 50 µs added CPU",
-                f"{reruns:g} re-runs/write, {added:+.0f} µs CPU/write against the plain view"
-                if added is not None
-                else "-",
-                met,
-                "the capture of the write (compiler patches, the old-row read of a watched table, the "
-                "change record); per-write CPU from /proc over a closed-loop window, noisy at this scale",
+                "writes touching no read set: 0 re-runs, ≤ 50 µs added CPU",
+                measured,
+                reruns == 0 and added is not None and added <= 50,
+                "the capture of every write: the compiler patches and the change record appended "
+                "after the commit; the servers' per-write CPU is a few ms of HTTP handling each and "
+                "too noisy to resolve it",
             )
         )
-    tracking = report.get("tracking")
     if tracking:
         ratios = tracking["ratio"]
         unwatched_max = max(ratios["unwatched"].values())

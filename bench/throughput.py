@@ -16,8 +16,10 @@ counters (each re-runs one instance and pushes to its subscribers), *unwatched* 
 counters nobody follows (no re-run at all).
 
 Sustained rate: ``sustained_subscriptions`` sockets, each following a counter of its own; writes
-round robin over them, open loop, at rising rates until commit -> client p99 exceeds 50 ms (or
-the server cannot keep up). The figure is the highest rate achieved with p99 <= 50 ms.
+round robin over them as ``benchapp.increment`` mutations over 32 WebSockets (the product's
+write path, cheaper than an HTTP view), open loop, at rising rates until commit -> client p99
+exceeds four times the target's 50 ms (or the server cannot keep up). The figure is the highest
+rate achieved with p99 <= 50 ms.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from harness.ports import HOST
 WRITE_KEY = 100_000
 SUSTAINED_KEY = 200_000
 SUSTAINED_P99_MS = 50.0
+SUSTAINED_SOCKETS = 32  # the writer's WebSockets (a connection runs its mutations one at a time)
 
 
 async def closed_loop(
@@ -163,7 +166,7 @@ async def sustained_rates(population: Population, plan: Plan) -> dict[str, Any]:
         for _ in range(plan.repeats):
             window = await measure(
                 population, keys, rate, max(2, int(rate * plan.sustained_window_s)), max(2, int(rate * 0.25)),
-                plan.drain_timeout_s,
+                plan.drain_timeout_s, mutations=SUSTAINED_SOCKETS,
             )  # fmt: skip
             windows.append(window)
             why = saturated(window, None, count)
@@ -176,6 +179,6 @@ async def sustained_rates(population: Population, plan: Plan) -> dict[str, Any]:
         steps.append({"rate": rate, "windows": windows, "summary": summary, "saturated": why, "met_p99": met})
         if met:
             best = rate
-        else:
-            break  # past the target's p99: higher rates only pile up a backlog
+        if why or p99 is None or p99 > 4 * SUSTAINED_P99_MS:
+            break  # far past the target: higher rates only pile up a backlog
     return {"subscriptions": count, "steps": steps, "best_rate_at_p99_50ms": best}

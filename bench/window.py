@@ -71,9 +71,18 @@ async def drain(population: Population, writes: dict[str, Any], timeout: float) 
     return await population.generators.settled(final, QUIET_MS, timeout)
 
 
-async def write(population: Population, keys: list[int], rate: float, count: int) -> dict[str, Any]:
+async def write(
+    population: Population, keys: list[int], rate: float, count: int, mutations: int = 0
+) -> dict[str, Any]:
+    """Open-loop bumps through the plain view, or (``mutations`` sockets) through the mutation."""
     return await population.generators.writer.ask(
-        "write_open", host=HOST, port=population.deployed.write_port, keys=keys, rate=rate, count=count
+        "write_open",
+        host=HOST,
+        port=population.deployed.write_port,
+        keys=keys,
+        rate=rate,
+        count=count,
+        mutations=mutations,
     )
 
 
@@ -85,14 +94,16 @@ async def measure(
     warmup: int,
     drain_timeout: float,
     reruns: bool = True,
+    mutations: int = 0,
 ) -> dict[str, Any]:
-    """Warm up, then one window of ``count`` writes at ``rate``/s over ``keys``; its figures."""
+    """Warm up, then one window of ``count`` writes at ``rate``/s over ``keys`` (through the
+    view, or as mutations over ``mutations`` WebSockets); its figures."""
     if warmup:
-        await drain(population, await write(population, keys, rate, warmup), drain_timeout)
+        await drain(population, await write(population, keys, rate, warmup, mutations), drain_timeout)
     runs_before = await population.deployed.invalidator_runs() if reruns else None
     await population.generators.mark()
     before = snapshot(population.deployed, population.generators)
-    writes = await write(population, keys, rate, count)
+    writes = await write(population, keys, rate, count, mutations)
     drained = await drain(population, writes, drain_timeout)
     after = snapshot(population.deployed, population.generators)
     collected = await population.generators.collect()
@@ -265,11 +276,13 @@ def combine(windows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def saturated(window: dict[str, Any], poll_ms: float | None, clients: int) -> str | None:
     """Why a window shows a system past what it can serve (None if it kept up)."""
+    if not window["writes"]:
+        return f"no write succeeded ({window['write_errors']} failed)"
     if not window["drained"]:
         return "pushes still arriving at the drain timeout"
     if window["achieved_rate"] < 0.9 * window["target_rate"]:
         return f"writes achieved {window['achieved_rate']}/s of {window['target_rate']}/s"
-    if window["writes"] and window["write_errors"] > 0.05 * window["writes"]:
+    if window["write_errors"] > 0.05 * (window["writes"] + window["write_errors"]):
         return f"{window['write_errors']} write errors"
     last = window["last_receiver_ms"]["p50"]
     if last is not None and last > 2000 + (poll_ms or 0):
