@@ -85,7 +85,7 @@ async def fanout_cells(population: Population, plan: Plan) -> list[dict[str, Any
         for _ in range(plan.repeats):
             window = await measure(population, [FANOUT_KEY], rate, writes, 1, plan.drain_timeout_s * 2)
             cell["windows"].append(window)
-            why = saturated(window, deployed.system.poll_ms, n)
+            why = saturated(window, deployed.system.poll_ms, n, patience_ms=max(2000.0, 1500.0 / rate))
             if why:
                 cell["saturated"] = why
                 given_up = f"saturated at N={n}: {why}"

@@ -70,14 +70,15 @@ async def latency_cells(population: Population, plan: Plan) -> list[dict[str, An
 def polls_out_of_reach(cell: dict[str, Any], poll_ms: float | None, steps: tuple[int, ...]) -> str | None:
     """Pollers: why the next N is not run, when it needs more polls a second than one core of
     the server could answer at the CPU each poll cost at this N (a Python server uses one core):
-    the run would only measure the backlog."""
+    the run would only measure the backlog. Judged only where polls outnumber writes twice."""
     later = [n for n in steps if n > cell["subscribers"]]
     if not poll_ms or not later or not cell["windows"]:
         return None
     polls = sum(w["polls"] for w in cell["windows"])
+    writes = sum(w["writes"] for w in cell["windows"])
     cpu = sum(w["cpu"]["serving_s"] for w in cell["windows"])
-    if not polls or not cpu:
-        return None
+    if not cpu or polls < 2 * writes:
+        return None  # the writes' CPU would count as the polls': no estimate
     capacity = polls / cpu  # polls per CPU second, writes included
     needed = later[0] * 1000 / poll_ms
     if needed > 1.5 * capacity:

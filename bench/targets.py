@@ -119,10 +119,19 @@ def write_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     why = ""
     if last:
         s = last["summary"]
-        server = _median(s, "serving_share") or 0
         p99 = _median(s, "p99")
-        state = last["saturated"] or (f"p99 {p99:.0f} ms" if p99 is not None else "no deliveries")
-        why = f"highest rate tried {last['rate']:g}/s: {state}; server CPU {server:.0%} of a core, {_load(s)}"
+        answered = _median(s, "completed_rate") or 0
+        per_write = _median(s, "cpu_us_per_write") or 0
+        state = last["saturated"] or (
+            f"answered {answered:.0f}/s, commit → client p99 {p99:.0f} ms"
+            if p99 is not None
+            else "no deliveries"
+        )
+        capacity = f", about {1e6 / per_write:.0f}/s on one core" if per_write else ""
+        why = (
+            f"at {last['rate']:g}/s: {state}; a mutation costs the server {per_write / 1000:.1f} ms of CPU "
+            f"(its transaction and stored result, the capture, the re-run, the push){capacity}; {_load(s)}"
+        )
     out.append(
         _target(
             f"writes/s with {sustained['subscriptions']:,} distinct live subscriptions ≥ 1,500/s "

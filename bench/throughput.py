@@ -18,8 +18,9 @@ counters nobody follows (no re-run at all).
 Sustained rate: ``sustained_subscriptions`` sockets, each following a counter of its own; writes
 round robin over them as ``benchapp.increment`` mutations over 32 WebSockets (the product's
 write path, cheaper than an HTTP view), open loop, at rising rates until commit -> client p99
-exceeds four times the target's 50 ms (or the server cannot keep up). The figure is the highest
-rate achieved with p99 <= 50 ms.
+exceeds four times the target's 50 ms or the writes are answered at under half the rate. The
+figure is the highest rate whose writes are answered as fast as they are sent (95%: no queue
+builds up) with commit -> client p99 <= 50 ms.
 """
 
 from __future__ import annotations
@@ -174,11 +175,13 @@ async def sustained_rates(population: Population, plan: Plan) -> dict[str, Any]:
                 break
         summary = combine(windows)
         p99 = summary["p99"]["median"] if summary["p99"] else None
-        achieved = summary["achieved_rate"]["median"] if summary["achieved_rate"] else 0
-        met = why is None and p99 is not None and p99 <= SUSTAINED_P99_MS and achieved >= 0.95 * rate
+        completed = summary["completed_rate"]["median"] if summary["completed_rate"] else 0
+        # Sustained: the writes are answered as fast as they are sent (no queue builds up), and
+        # commit -> client p99 is within the target.
+        met = why is None and p99 is not None and p99 <= SUSTAINED_P99_MS and completed >= 0.95 * rate
         steps.append({"rate": rate, "windows": windows, "summary": summary, "saturated": why, "met_p99": met})
         if met:
             best = rate
-        if why or p99 is None or p99 > 4 * SUSTAINED_P99_MS:
+        if why or p99 is None or p99 > 4 * SUSTAINED_P99_MS or completed < 0.5 * rate:
             break  # far past the target: higher rates only pile up a backlog
     return {"subscriptions": count, "steps": steps, "best_rate_at_p99_50ms": best}

@@ -195,6 +195,9 @@ def analyse(
         "write_errors": len(records) - len(ok),
         "write_error_sample": writes["errors"][:3],
         "achieved_rate": round(achieved_rate([r[1] for r in records]) or 0, 2),
+        # Writes answered per second, from the first slot to the last answer: below the target
+        # rate, writes queue in the server (then "intended -> client" grows, not commit -> client).
+        "completed_rate": round(len(ok) / ((max(r[2] for r in ok) - records[0][0]) / 1e9), 2) if ok else 0.0,
         "write_round_trip_ms": summary_ms([r[2] - r[1] for r in ok]),
         "deliveries": deliveries,
         "pushed": pushed,
@@ -242,6 +245,7 @@ HEADLINE = {
     "cpu_us_per_write": ("serving_cpu_us_per_write",),
     "delivered": ("delivered_share",),
     "achieved_rate": ("achieved_rate",),
+    "completed_rate": ("completed_rate",),
     "serving_share": ("cpu", "serving_share"),
     "load_share": ("cpu", "load_share"),
     "other_share": ("cpu", "other_share"),
@@ -274,8 +278,11 @@ def combine(windows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def saturated(window: dict[str, Any], poll_ms: float | None, clients: int) -> str | None:
-    """Why a window shows a system past what it can serve (None if it kept up)."""
+def saturated(
+    window: dict[str, Any], poll_ms: float | None, clients: int, patience_ms: float = 2000.0
+) -> str | None:
+    """Why a window shows a system past what it can serve (None if it kept up); ``patience_ms``
+    is how late the last receiver may be (beyond a poll period)."""
     if not window["writes"]:
         return f"no write succeeded ({window['write_errors']} failed)"
     if not window["drained"]:
@@ -285,7 +292,7 @@ def saturated(window: dict[str, Any], poll_ms: float | None, clients: int) -> st
     if window["write_errors"] > 0.05 * (window["writes"] + window["write_errors"]):
         return f"{window['write_errors']} write errors"
     last = window["last_receiver_ms"]["p50"]
-    if last is not None and last > 2000 + (poll_ms or 0):
+    if last is not None and last > patience_ms + (poll_ms or 0):
         return f"last receiver p50 {last:.0f} ms"
     if window["delivered_share"] is not None and window["delivered_share"] < 0.9:
         return f"only {window['delivered_share'] * 100:.0f}% delivered"
