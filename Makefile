@@ -20,10 +20,12 @@ clients/js/node_modules/.installed: clients/js/package-lock.json
 	touch $@
 
 # The demo on http://127.0.0.1:$(PORT): SQLite and the embedded backend, nothing else to install.
+# The only place DEBUG is on (tracebacks on error pages and in server_error messages): a local,
+# development server. Everything else runs with the project's default, DEBUG off.
 run: install
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+	DJANGO_DEBUG=1 $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 lint: install
 	$(BIN)/ruff check .

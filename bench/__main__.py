@@ -30,6 +30,7 @@ from harness.services import scratch_parent
 DESCRIPTIONS = {
     "latency": "1. commit -> client latency, 1 to 5,000 subscribers over 100 instances, 10 and 200 writes/s",
     "fanout": "2. one write to N subscribers of one instance (N up to 10,000); 5. memory per connection",
+    "external": "commit -> client latency of writes from another server and a plain Django process",
     "writes": "3. writes/s with 0 and 10,000 subscriptions against plain Django; sustained rate",
     "precision": "4. re-runs that changed a result, chat workload, rows against tables",
     "tracking": "tracking overhead on ORM writes, in-process (plain, unwatched, watched)",

@@ -12,12 +12,13 @@ from bench.tables import md_table
 METHOD = """\
 Every scenario runs each system on this machine's loopback, one system at a time, on fresh
 servers, in the same run. Systems: **reactive (embedded)** (one server process: SQLite in WAL
-mode, the in-process log, index and invalidator), **reactive (Redis)** (Daphne servers A and B, one
-`reactive_worker`, Redis and Postgres, clients split between A and B), and the baselines:
-**table-level** (our engine with `REACTIVE["READ_SETS"] = "tables"`), **DCRF observer**
-(djangochannelsrestframework's `@model_observer` with a group per counter, Channels' in-memory
-layer), **polling 1 s / 100 ms** (`POST /reactive/api/query` on that period, per client) and,
-for writes, **plain Django**. Single-process systems run under Daphne and uvicorn.
+mode, the change log table tailed in-process, the index and invalidator), **reactive (Redis)**
+(Daphne servers A and B, one `reactive_worker`, Redis and Postgres, clients split between A and
+B), and the baselines: **table-level** (our engine with `REACTIVE["READ_SETS"] = "tables"`),
+**DCRF observer** (djangochannelsrestframework's `@model_observer` with a group per counter,
+Channels' in-memory layer), **polling 1 s / 100 ms** (`POST /reactive/api/query` on that period,
+per client) and, for writes, **plain Django**. Single-process systems run under Daphne and
+uvicorn.
 
 - **The write** is the same everywhere: `POST /bench/bump?key=K&intended=NS`, a plain Django
   view that increments a counter with `save()` in a transaction (what a signal-based observer

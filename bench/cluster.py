@@ -17,8 +17,29 @@ from harness.ports import ServerExited
 from harness.processes import DAPHNE_LIMITS, Process
 
 SETTINGS = "bench.cluster_settings"
-# Redis keys of the backend (reactive/backends/redis.py).
-VERSION_KEY, LOG_KEY, PROGRESS_KEY = "reactive:version", "reactive:log", "reactive:progress"
+# Redis keys of the backend (reactive/backends/redis/keys.py).
+PROGRESS_KEY = "reactive:progress"
+# The change log is a table of the database (reactive/capture/logtable.py): its head, the
+# version just past the latest record a reader can read, and how many records it holds.
+_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+LOG_HEAD_SQL = f"SELECT COALESCE(max(xid) + 1, 0), count(*) FROM reactive_changelog WHERE xid < {_HORIZON}"
+# Records at or past a version (the worker's progress) that a reader could read now, and all.
+BACKLOG_SQL = (
+    f"SELECT count(*) FILTER (WHERE xid >= %s AND xid < {_HORIZON}), count(*) FROM reactive_changelog"
+)
+
+
+def database(url: str):
+    """An autocommit psycopg connection to the cluster's Postgres database (``url``)."""
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def log_head(connection) -> tuple[int, int]:
+    """The change log's head version and its record count (a psycopg connection)."""
+    head, count = connection.execute(LOG_HEAD_SQL).fetchone()
+    return int(head), int(count)
 
 
 def commandstats(client) -> dict[str, int]:

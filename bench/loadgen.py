@@ -403,9 +403,10 @@ class LoadGenerator:
         """``count`` writes ``POST /bench/bump?key=K&intended=NS`` on an open-loop schedule
         (``rate``/s): each goes at its slot, answered or not. Returns ``[intended, sent, done,
         status, key, value, stamp]`` per write (done, value, stamp 0 on failure) and the errors.
-        ``requests`` (``[path, JSON body]`` each) replaces the bumps: any POSTs on the schedule
-        (key, value and stamp are then 0). ``mutations`` > 0: the same write as the mutation
-        ``benchapp.increment`` over that many WebSockets, round robin (status 200 when ok)."""
+        ``requests`` (``[path, JSON body]`` or ``[path, JSON body, headers]`` each) replaces the
+        bumps: any POSTs on the schedule (key, value and stamp are then 0). ``mutations`` > 0: the
+        same write as the mutation ``benchapp.increment`` over that many WebSockets, round robin
+        (status 200 when ok)."""
         if mutations:
             return await self._mutations_open(host, port, keys, rate, count, mutations)
         pool = HttpPool(host, port, max_connections)
@@ -419,11 +420,15 @@ class LoadGenerator:
         async def one(record: list[int], key: int, request: list[Any] | None) -> None:
             connection = await pool.acquire()
             try:
+                headers = None
                 if request is None:
                     path, payload = f"/bench/bump?key={key}&intended={record[0]}", b""
                 else:
                     path, payload = request[0], orjson.dumps(request[1])
-                t, status, body = await connection.request("POST", path, payload, timeout=WRITE_TIMEOUT_S)
+                    headers = request[2] if len(request) > 2 else None
+                t, status, body = await connection.request(
+                    "POST", path, payload, timeout=WRITE_TIMEOUT_S, headers=headers
+                )
                 record[2], record[3] = t, status
                 if status != 200:
                     errors.append(f"HTTP {status}: {body[:200]!r}")

@@ -7,7 +7,8 @@
 Migrates a fresh SQLite database, then times plain ORM writes on ``benchapp.Item``, one round per
 ``round`` command. Variants:
 ``plain`` (settings without ``reactive``), ``unwatched`` (``reactive`` installed, no read set
-names the table: a write costs its capture and one append to the in-memory log) and ``watched``
+names the table: a write costs its capture and one change record appended to the log table in
+its transaction, a transaction of its own in autocommit mode) and ``watched``
 (a read set on ``benchapp_item.group`` is registered, so updates and deletes first read the old
 ``group`` of the rows they touch). ``bench/overhead.py`` runs a plain and a reactive worker and
 alternates rounds between them and between variants.
@@ -134,9 +135,9 @@ def serve(variants: list[str], iterations: int) -> None:
             functions_imported = "bench.benchapp.functions" in sys.modules
             log_length = None
             if reactive_loaded:
-                from reactive.backends import get_backend
+                from reactive.models import ChangeLogEntry
 
-                log_length = len(get_backend().log._records)
+                log_length = ChangeLogEntry.objects.count()
             _reply(
                 {
                     "reactive_installed": reactive_loaded,

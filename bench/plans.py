@@ -55,6 +55,11 @@ class Plan:
     lag_seconds: float  # measured window
     lag_warmup_seconds: float
     lag_writers: int
+    # Writes from another server process and from a plain Django process (embedded default).
+    external_subscribers: int  # per case
+    external_writes: int
+    external_rate: float
+    external_warmup: int
 
 
 EVERY_SYSTEM: tuple[SystemOnServer, ...] = (
@@ -126,6 +131,10 @@ PLANS = {
         lag_seconds=5.0,
         lag_warmup_seconds=1.0,
         lag_writers=2,
+        external_subscribers=1,
+        external_writes=300,
+        external_rate=50.0,
+        external_warmup=10,
     ),
     "quick": Plan(
         name="quick",
@@ -166,5 +175,9 @@ PLANS = {
         lag_seconds=0.5,
         lag_warmup_seconds=0.2,
         lag_writers=2,
+        external_subscribers=1,
+        external_writes=10,
+        external_rate=20.0,
+        external_warmup=2,
     ),
 }

@@ -43,11 +43,12 @@ def queries_of(channel: int) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-async def seed_chat(deployed: Running, plan: Plan) -> dict[int, list[int]]:
-    """The channels and their messages; returns the message ids per channel."""
+async def seed_chat(deployed: Running, plan: Plan, headers: dict[str, str]) -> dict[int, list[int]]:
+    """The channels and their messages, by the signed-in user of ``headers``; returns the message
+    ids per channel."""
 
     async def mutate(name: str, args: dict[str, Any]) -> Any:
-        answer = await deployed.post(MUTATION, {"name": name, "args": args})
+        answer = await deployed.post(MUTATION, {"name": name, "args": args}, headers=headers)
         if not answer.get("ok"):
             raise Broken(f"{deployed.name}: {name} failed: {answer}")
         return answer["value"]
@@ -63,8 +64,10 @@ async def seed_chat(deployed: Running, plan: Plan) -> dict[int, list[int]]:
     return messages
 
 
-def draw_writes(messages: dict[int, list[int]], count: int, seed: int) -> list[list[Any]]:
-    """``[path, body]`` of each write of the mix; ``messages`` is updated with what it does."""
+def draw_writes(
+    messages: dict[int, list[int]], count: int, seed: int, headers: dict[str, str]
+) -> list[list[Any]]:
+    """``[path, body, headers]`` of each write of the mix; ``messages`` is updated with what it does."""
     rng = random.Random(seed)
     channels = sorted(messages)
     writes: list[list[Any]] = []
@@ -83,7 +86,7 @@ def draw_writes(messages: dict[int, list[int]], count: int, seed: int) -> list[l
             body = {"name": "chat.delete_message", "args": {"id": ids.pop(rng.randrange(len(ids)))}}
         else:
             body = {"name": "chat.create_channel", "args": {"name": f"new {seed}-{i}"}}
-        writes.append([MUTATION, body])
+        writes.append([MUTATION, body, headers])
     return writes
 
 
@@ -91,7 +94,10 @@ async def precision_of(
     deployed: Running, generators: LoadGenerators, plan: Plan, first_index: int
 ) -> dict[str, Any]:
     """The chat workload on one server: seeded, subscribed, ``repeats`` windows of writes."""
-    messages = await seed_chat(deployed, plan)
+    # One signed-in user writes everything: the author of every message it edits or deletes.
+    token = (await deployed.post("/bench/user"))["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    messages = await seed_chat(deployed, plan, headers)
     channels = sorted(messages)
     sockets = {first_index + i: channels[i % len(channels)] for i in range(plan.chat_sockets)}
     opened = await generators.open(
@@ -116,7 +122,7 @@ async def precision_of(
     windows = []
     try:
         for repeat in range(plan.repeats):
-            writes = draw_writes(messages, plan.chat_writes, seed=repeat)
+            writes = draw_writes(messages, plan.chat_writes, seed=repeat, headers=headers)
             await generators.quiet(300, plan.drain_timeout_s)
             runs_before = await deployed.invalidator_runs()
             await generators.mark()

@@ -89,6 +89,7 @@ def new_report(plan: Plan, command: str, scenarios: list[str], systems: list[str
         "profile": None,
         "roundtrips": None,
         "lag": None,
+        "external": None,
         "problems": [],
         "notes": [],
         "seconds": {},
@@ -447,6 +448,39 @@ def lag_row(lag: dict[str, Any]) -> list[str]:
     ]
 
 
+EXTERNAL_COLUMNS = [
+    "written from",
+    "writes (target /s)",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "from intended p99 ms",
+    "server CPU",
+    "load-gen",
+]
+
+
+def external_rows(external: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for case, figures in external["cases"].items():
+        s, first = figures["summary"], figures["windows"][0]
+        rows.append(
+            [
+                case,
+                f"{first['writes']} x {s['repeats']} ({first['target_rate']:g})",
+                fig(s["p50"], 2),
+                fig(s["p95"], 2),
+                fig(s["p99"], 2),
+                fig(s["max"], 2, spread=False),
+                fig(s["intended_p99"], 2),
+                pct(s["serving_share"]),
+                pct(s["load_share"]),
+            ]
+        )
+    return rows
+
+
 TARGET_COLUMNS = ["target", "measured", "verdict", "what limits it"]
 
 
@@ -515,6 +549,13 @@ def sections(report: dict[str, Any], table: Table) -> list[tuple[str, str]]:
             (
                 "4. Precision on the chat workload",
                 table(PRECISION_COLUMNS, precision_rows(report["precision"])),
+            )
+        )
+    if report.get("external"):
+        out.append(
+            (
+                "Writes from other processes, embedded default (Daphne, SQLite): commit -> subscriber",
+                table(EXTERNAL_COLUMNS, external_rows(report["external"])),
             )
         )
     footprint = footprint_rows(report)

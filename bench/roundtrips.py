@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from bench import Broken
-from bench.cluster import PROGRESS_KEY, VERSION_KEY, commandstats
+from bench.cluster import PROGRESS_KEY, commandstats, database, log_head
 from bench.plans import Plan
 from bench.population import Population
 from bench.wire import HttpConnection, open_http
@@ -129,8 +129,6 @@ def parse_monitor(lines: list[str], owners: dict[int, str], scripts: dict[str, s
 
 def counted_per(process: str, label: str) -> str:
     """What each command is paid per, from the code (reactive/backends/redis.py, worker.py)."""
-    if label == "EVALSHA append.lua":
-        return "per committed write: the writer's one round trip (version + XADD)"
     if label.startswith("SMEMBERS reactive:schemes:"):
         return "per writing process and table, at most once a second (watched-columns cache)"
     if label == "EVALSHA match.lua":
@@ -145,6 +143,8 @@ def counted_per(process: str, label: str) -> str:
         return "per worker pass (batch); blocks up to 0.5 s when idle"
     if label.startswith("PUBLISH"):
         return "per pass x live server process (every server gets every batch)"
+    if label.startswith("XTRIM reactive:requests"):
+        return "per pass: the requests stream trimmed to what the worker has read"
     if label.startswith("HSET reactive:progress"):
         return "per pass: the worker's position in both streams"
     if label in ("GET reactive:epoch", "SET reactive:lease NX", "EVALSHA renew.lua"):
@@ -263,7 +263,7 @@ async def round_trip_case(population: Population, plan: Plan) -> dict[str, Any]:
         for key in ROUND_TRIP_KEYS:
             await bump(writer, key)
         expected = {watched: 1, unwatched: 1}
-        await settle(client)
+        await settle(client, deployed.database_url)  # type: ignore[arg-type]
         for name, key, mode in WINDOWS:
             stats0 = commandstats(client)
             monitor = Monitor(client.connection_pool.connection_kwargs["port"])
@@ -272,7 +272,7 @@ async def round_trip_case(population: Population, plan: Plan) -> dict[str, Any]:
                 count = await write_window(writer, key, mode, plan)
                 if key is not None:
                     expected[key] += count
-                    await settle(client, f"round trips, {name}")
+                    await settle(client, deployed.database_url, f"round trips, {name}")  # type: ignore[arg-type]
                     if key == watched and not await population.generators.settled(
                         {watched: expected[watched]}, 100, 30
                     ):
@@ -298,9 +298,10 @@ async def round_trip_case(population: Population, plan: Plan) -> dict[str, Any]:
     return result
 
 
-async def settle(client: redis.Redis, what: str = "round trips") -> None:
-    """Until the worker has processed every change record appended so far."""
-    head = int(client.get(VERSION_KEY) or 0)
+async def settle(client: redis.Redis, database_url: str, what: str = "round trips") -> None:
+    """Until the worker has processed every change record committed so far (the log table's head)."""
+    with database(database_url) as connection:
+        head, _ = log_head(connection)
     deadline = time.monotonic() + 30
     while int(client.hget(PROGRESS_KEY, "version") or 0) < head:
         if time.monotonic() > deadline:
@@ -324,9 +325,7 @@ def round_trip_summary(windows: dict[str, dict[str, Any]]) -> dict[str, Any]:
             3,
         )
 
-    spaced = "watched, spaced"
     return {
-        "writer_append_per_write": per(spaced, "A", "EVALSHA append.lua"),
         "match_per_record": {w: per(w, "worker", "EVALSHA match.lua") for w in windows if w != "idle"},
         "register_per_write": {w: per(w, "worker", "EVALSHA register.lua") for w in windows if w != "idle"},
         "worker_round_trips_per_write": {w: worker_round_trips(w) for w in windows if w != "idle"},

@@ -78,11 +78,18 @@ def server_command(asgi_server: str, port: int, app: str) -> list[str]:
 
 
 def start_server(
-    databases: Databases, workdir: Path, name: str, flavour: str, asgi_server: str, **env: str | None
+    databases: Databases,
+    workdir: Path,
+    name: str,
+    flavour: str,
+    asgi_server: str,
+    db: Path | None = None,
+    **env: str | None,
 ) -> Process:
-    """A server of ``flavour`` under ``asgi_server`` on a free loopback port, listening."""
+    """A server of ``flavour`` under ``asgi_server`` on a free loopback port, listening; on a
+    fresh database, or on ``db`` (another server's: two processes sharing one SQLite file)."""
     spec = FLAVOURS[flavour]
-    db = databases.fresh(spec.settings)
+    db = db or databases.fresh(spec.settings)
     port = free_port()
     process = Process.start(
         name,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import Broken
+from bench.external import external_cases
 from bench.fanout import distinct_footprint, fanout_cells
 from bench.generators import LoadGenerators
 from bench.lag import lag_case
@@ -36,8 +37,11 @@ from bench.throughput import sustained_rates, write_phases
 # Systems whose failures fail the run: our engine, on either backend (table-level is our engine too).
 OURS = {"reactive", "reactive-redis", "tables"}
 PRIMER_INDEX = 90_000_000  # the Redis deployment's priming sockets
-SCENARIOS = ("latency", "fanout", "writes", "precision", "tracking", "profile", "roundtrips", "lag")
-PER_SYSTEM = ("fanout", "latency", "roundtrips", "lag")  # system by system, in this order
+SCENARIOS = (
+    "latency", "fanout", "external", "writes", "precision", "tracking", "profile", "roundtrips", "lag",
+)  # fmt: skip
+PER_SYSTEM = ("fanout", "latency", "external", "roundtrips", "lag")  # system by system, in this order
+EMBEDDED = ("reactive", "daphne")
 REDIS = ("reactive-redis", "daphne")
 
 
@@ -160,6 +164,7 @@ class Suite:
             "fanout": self.wanted(self.plan.fanout_systems),
             "roundtrips": self.wanted((REDIS,)),
             "lag": self.wanted((REDIS,)),
+            "external": self.wanted((EMBEDDED,)),
         }
         wanted = {scenario: pairs if scenario in scenarios else [] for scenario, pairs in wanted.items()}
         pairs = list(dict.fromkeys(pair for scenario in PER_SYSTEM for pair in wanted[scenario]))
@@ -187,6 +192,11 @@ class Suite:
                             results["distinct"] = await distinct_footprint(
                                 population, self.plan.redis_distinct_subscriptions
                             )
+                    elif scenario == "external":
+                        with (self.workdir / "external-writers.log").open("ab") as log:
+                            results["external"] = await external_cases(
+                                population, self.plan, self.databases, log
+                            )
                     elif scenario == "roundtrips":
                         results["roundtrips"] = await round_trip_case(population, self.plan)
                     elif scenario == "lag":
@@ -204,6 +214,15 @@ class Suite:
             self.check_cells("fan-out", results["fanout"])
         if results.get("distinct"):
             self.report["redis_distinct"] = results["distinct"]
+        if "external" in results:
+            self.report["external"] = results["external"]
+            self.check_cells(
+                "external writes",
+                [
+                    {"system": name, "server": server, "subscribers": case, "windows": figures["windows"]}
+                    for case, figures in results["external"]["cases"].items()
+                ],
+            )
         if "roundtrips" in results:
             self.report["roundtrips"] = results["roundtrips"]
             for problem in results["roundtrips"].get("problems", []):

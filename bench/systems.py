@@ -1,7 +1,7 @@
 """The systems under test, and each one running on loopback for a scenario.
 
-- ``reactive``: one server, the embedded backend (SQLite WAL, the in-process log and
-  invalidator); subscribers on our WebSocket.
+- ``reactive``: one server, the embedded backend (SQLite WAL, the change log table tailed and
+  the invalidator in the server process); subscribers on our WebSocket.
 - ``reactive-redis``: Daphne servers A and B, one worker, Redis and Postgres
   (``harness.cluster``); subscribers half on A, half on B; writes through A.
 - ``tables``: ``reactive`` with ``REACTIVE["READ_SETS"] = "tables"`` (table-level invalidation).
@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from bench import Broken
-from bench.servers import Databases, log_problems, start_server
+from bench.servers import FLAVOURS, Databases, embedded_env, log_problems, start_server
 from bench.wire import open_http
 from harness import procfs
 from harness.ports import HOST
@@ -77,8 +77,10 @@ class Running:
     serving: dict[str, int]  # name -> pid: CPU counted as the system's
     tree_pids: dict[str, int] = field(default_factory=dict)  # name -> pid whose children count too
     redis_url: str | None = None
+    database_url: str | None = None  # Redis: the cluster's Postgres (its change log table)
+    database_path: Path | None = None  # single-process systems: the server's SQLite file
     versions: dict[str, Any] = field(default_factory=dict)  # Redis, Postgres, channels_redis
-    env: dict[str, str] = field(default_factory=dict)  # of a Django process beside it (Redis: the cluster's)
+    env: dict[str, str] = field(default_factory=dict)  # of a Django process on the system's database
     directory: Path | None = None  # where its processes log
     problems: list[str] = field(default_factory=list)
 
@@ -117,12 +119,14 @@ class Running:
         with redis.Redis.from_url(self.redis_url, socket_timeout=10) as client:
             return int(client.info("memory")["used_memory"])
 
-    async def post(self, path: str, body: Any = None, port: int | None = None) -> dict[str, Any]:
+    async def post(
+        self, path: str, body: Any = None, port: int | None = None, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """One POST to the system (its write port by default); the JSON answer."""
         connection = await open_http(HOST, port or self.write_port)
         try:
             _, status, answer = await connection.request(
-                "POST", path, orjson.dumps(body) if body is not None else b"", timeout=300
+                "POST", path, orjson.dumps(body) if body is not None else b"", timeout=300, headers=headers
             )
         finally:
             connection.close()
@@ -151,8 +155,13 @@ def running(system: System, asgi_server: str, workdir: Path, databases: Database
             yield deployed
         return
     name = f"{system.name}-{asgi_server}-{int(time.monotonic() * 1000) % 100000}"
-    server = start_server(databases, workdir, name, system.flavour, asgi_server, **dict(system.env))
+    settings = FLAVOURS[system.flavour].settings
+    db = databases.fresh(settings)
+    server = start_server(databases, workdir, name, system.flavour, asgi_server, db, **dict(system.env))
     deployed = Running(system, asgi_server, [server.port], server.port, {"server": server.pid})  # type: ignore[list-item]
+    deployed.env = embedded_env(settings, db, **dict(system.env))
+    deployed.database_path = db
+    deployed.directory = workdir
     try:
         yield deployed
     finally:
@@ -199,6 +208,7 @@ def _redis_deployment(system: System, workdir: Path) -> Iterator[Running]:
                 },
                 {"postgres": cluster.postgres_service.process.pid},  # type: ignore[union-attr]
                 redis_url=cluster.redis_url,
+                database_url=cluster.database_url,
             )
             deployed.versions = deployment.versions()
             deployed.env = cluster.env()

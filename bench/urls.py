@@ -11,4 +11,4 @@ urlpatterns = [
 ]
 
 if apps.is_installed("reactive"):
-    urlpatterns.append(path("reactive/", include("reactive.urls")))
+    urlpatterns += [path("reactive/", include("reactive.urls")), path("bench/user", views.user)]

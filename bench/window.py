@@ -72,13 +72,19 @@ async def drain(population: Population, writes: dict[str, Any], timeout: float) 
 
 
 async def write(
-    population: Population, keys: list[int], rate: float, count: int, mutations: int = 0
+    population: Population,
+    keys: list[int],
+    rate: float,
+    count: int,
+    mutations: int = 0,
+    port: int | None = None,
 ) -> dict[str, Any]:
-    """Open-loop bumps through the plain view, or (``mutations`` sockets) through the mutation."""
+    """Open-loop bumps through the plain view, or (``mutations`` sockets) through the mutation;
+    to the system's write port, or to ``port`` (another server on the same database)."""
     return await population.generators.writer.ask(
         "write_open",
         host=HOST,
-        port=population.deployed.write_port,
+        port=port or population.deployed.write_port,
         keys=keys,
         rate=rate,
         count=count,
@@ -95,15 +101,16 @@ async def measure(
     drain_timeout: float,
     reruns: bool = True,
     mutations: int = 0,
+    port: int | None = None,
 ) -> dict[str, Any]:
     """Warm up, then one window of ``count`` writes at ``rate``/s over ``keys`` (through the
     view, or as mutations over ``mutations`` WebSockets); its figures."""
     if warmup:
-        await drain(population, await write(population, keys, rate, warmup, mutations), drain_timeout)
+        await drain(population, await write(population, keys, rate, warmup, mutations, port), drain_timeout)
     runs_before = await population.deployed.invalidator_runs() if reruns else None
     await population.generators.mark()
     before = snapshot(population.deployed, population.generators)
-    writes = await write(population, keys, rate, count, mutations)
+    writes = await write(population, keys, rate, count, mutations, port)
     drained = await drain(population, writes, drain_timeout)
     after = snapshot(population.deployed, population.generators)
     collected = await population.generators.collect()

@@ -283,14 +283,20 @@ class HttpConnection(asyncio.Protocol):
         return None  # a response delimited by the connection's close: not used here
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", timeout: float = 60
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        timeout: float = 60,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, int, bytes]:
-        """(arrival ns, status, body) of one request's response."""
+        """(arrival ns, status, body) of one request's response; ``headers`` added to the usual."""
         if self.closed or self.transport is None:
             raise ConnectionError("connection closed")
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: application/json\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
         ).encode()
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(head + body)

@@ -28,10 +28,11 @@ from harness.processes import (
     django_env,
     manage_command,
     migrate,
+    uvicorn_command,
 )
 from harness.services import Service, start_all, start_postgres, start_redis
 
-# What the index and the live instances leave in Redis (reactive/lua/register.lua, backends/redis.py).
+# What the index and the live instances leave in Redis (reactive/backends/redis/).
 INDEX_PATTERNS = (
     "reactive:conj:*",
     "reactive:scheme:*",
@@ -149,15 +150,26 @@ class Cluster:
         return process
 
     def start_servers(
-        self, *names: str, timeout: float = 30.0, options: tuple[str, ...] = DAPHNE_LIMITS
+        self,
+        *names: str,
+        timeout: float = 30.0,
+        server: str = "daphne",
+        options: tuple[str, ...] | None = None,
     ) -> list[Process]:
-        """Daphne servers with ``options``, started together; returns once each one listens."""
+        """ASGI servers (``"daphne"`` or ``"uvicorn"``) with ``options`` (each server's defaults
+        if None), started together; returns once each one listens."""
         servers = []
         for name in names:
             port = free_port()
-            servers.append(self.start(name, daphne_command(port, *options), port))
-        for server in servers:
-            server.wait_until_listening(timeout)
+            if server == "uvicorn":
+                argv = uvicorn_command(
+                    port, *(options if options is not None else ("--log-level", "warning"))
+                )
+            else:
+                argv = daphne_command(port, *(options if options is not None else DAPHNE_LIMITS))
+            servers.append(self.start(name, argv, port))
+        for process in servers:
+            process.wait_until_listening(timeout)
         return servers
 
     def start_worker(self, name: str) -> Process:

@@ -88,13 +88,20 @@ class Process(Listening):
 
     @classmethod
     def start(
-        cls, name: str, argv: list[str], env: dict[str, str], log: Path, port: int | None = None
+        cls,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log: Path,
+        port: int | None = None,
+        cwd: Path = ROOT,
     ) -> Process:
-        """Start ``argv``, appending its output to ``log``; returns at once (see ``wait_until_listening``)."""
+        """Start ``argv`` in ``cwd``, appending its output to ``log``; returns at once (see
+        ``wait_until_listening``)."""
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 argv,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

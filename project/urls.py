@@ -1,6 +1,7 @@
+from django.conf import settings
 from django.contrib import admin
-from django.contrib.staticfiles.urls import staticfiles_urlpatterns
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve
+from django.urls import include, path, re_path
 
 from project import views
 
@@ -8,7 +9,8 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
     path("reactive/", include("reactive.urls")),
+    # The demo serves its few static files (the JavaScript client, the admin's) itself, with or
+    # without DEBUG, so that it runs as it is under Daphne and docker compose. A deployment of
+    # your own runs collectstatic and puts a static file server, a CDN or WhiteNoise in front.
+    re_path(rf"^{settings.STATIC_URL.lstrip('/')}(?P<path>.*)$", serve, {"insecure": True}),
 ]
-
-# Static files (the JavaScript client) while DEBUG, also under plain `daphne project.asgi:application`.
-urlpatterns += staticfiles_urlpatterns()

@@ -5,6 +5,6 @@ from .models import MutationRecord
 
 @admin.register(MutationRecord)
 class MutationRecordAdmin(admin.ModelAdmin):
-    list_display = ("session_id", "request_id", "created")
-    search_fields = ("session_id",)
-    readonly_fields = ("session_id", "request_id", "payload", "created")
+    list_display = ("identity", "session_id", "request_id", "created")
+    search_fields = ("identity", "session_id")
+    readonly_fields = ("identity", "session_id", "request_id", "fingerprint", "payload", "created")

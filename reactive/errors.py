@@ -103,6 +103,33 @@ class WriteInQuery(ProtocolError):
     status = 500
     default_message = "Queries are read-only: a query function tried to write to the database."
 
+    @classmethod
+    def in_function(cls, function_name: str) -> WriteInQuery:
+        return cls(
+            f"Queries are read-only: the query {function_name} tried to write to the database. "
+            "Write in a @mutation instead (or an @action that calls one) and call it from the client."
+        )
+
+
+class UnencodableResult(ProtocolError):
+    """A function returned what JSON cannot hold. The message names only the function and the
+    type, so it is shown to the client whatever ``EXPOSE_ERRORS`` says."""
+
+    code = "server_error"
+    status = 500
+    default_message = "A function returned a value that cannot be encoded as JSON."
+
+
+class AppNotInstalled(ProtocolError):
+    """The WebSocket or the HTTP API is routed, but "reactive" is not in INSTALLED_APPS."""
+
+    code = "server_error"
+    status = 500
+    default_message = (
+        'The "reactive" app is not installed: add "reactive" to INSTALLED_APPS in the settings '
+        "and restart the server (without it no functions are discovered and no write is seen)."
+    )
+
 
 _BY_CODE: dict[str, type[ProtocolError]] = {
     cls.code: cls

@@ -2,15 +2,21 @@
 
 - ``ReadSet`` (capture -> index): the rows a query run depends on.
 - ``RowChange`` and ``ChangeRecord`` (capture -> change log -> invalidator): what a commit wrote.
+- ``value_text`` and ``encode_change`` / ``decode_change``: the one text form of values and of
+  change records, shared by the log table, the in-memory index and Redis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+
+import orjson
 
 # The table name standing for "every table": what a raw SQL read whose tables are unknown reads.
 ANY_TABLE = "*"
+# The entry of ``ChangeRecord.revoked`` standing for "any sign-in": a write whose rows are unknown.
+ANYONE = "*"
 
 Conjunction = frozenset  # frozenset[tuple[str, Hashable]]
 ANY_ROW: Conjunction = frozenset()
@@ -82,8 +88,66 @@ class ChangeRecord:
     ``opaque_tables`` are tables written in a way whose rows are unknown (raw SQL, an upsert,
     a write to a table nobody watched at the time): every reader of them is affected.
     ``readsets.ANY_TABLE`` among them means every table.
+
+    ``revoked`` names the sign-ins the commit may have ended or whose rights it may have changed
+    (``capture/identities.py``): ``"user:<pk>"`` for a user row updated or deleted,
+    ``"session:<key>"`` for a session deleted, ``ANYONE`` when it cannot tell whose.
     """
 
     version: int
     rows: tuple[RowChange, ...] = ()
     opaque_tables: frozenset[str] = field(default_factory=frozenset)
+    revoked: frozenset[str] = field(default_factory=frozenset)
+
+
+# The text form ---------------------------------------------------------------------------------
+# A change record is written to the log table by one process and read by others, so its values
+# travel as text. Canonical values become typed text (``i5``, ``sabc``, ``~`` for NULL): two values
+# are equal exactly when their texts are, whatever the type, so the index compares texts only.
+
+
+def value_text(value: Hashable) -> str:
+    """A canonical value as typed text, identical for reads (the index) and writes (row images)."""
+    if value is None:
+        return "~"
+    if value is True or value is False:
+        return "b1" if value else "b0"
+    if isinstance(value, int):
+        return f"i{value}"
+    if isinstance(value, float):
+        return f"f{value!r}"
+    if isinstance(value, str):
+        return "s" + value
+    if isinstance(value, bytes):
+        return "x" + value.hex()
+    if isinstance(value, tuple):
+        return "t(" + ",".join(value_text(item) for item in value) + ")"
+    return "r" + repr(value)
+
+
+def image_text(image: RowImage | None) -> dict[str, str] | None:
+    return None if image is None else {column: value_text(value) for column, value in image.items()}
+
+
+def encode_change(
+    rows: Iterable[RowChange], opaque_tables: Iterable[str], revoked: Iterable[str] = ()
+) -> str:
+    """One commit's changes as the JSON text stored in the change log (images as value texts)."""
+    record: dict = {
+        "rows": [[row.table, image_text(row.old), image_text(row.new)] for row in rows],
+        "opaque": sorted(opaque_tables),
+    }
+    if revoked:  # rare: most commits end no sign-in
+        record["revoked"] = sorted(revoked)
+    return orjson.dumps(record).decode()
+
+
+def decode_change(version: int, text: str | bytes) -> ChangeRecord:
+    """A change record read back from the log: its row images hold value texts."""
+    data = orjson.loads(text)
+    rows = tuple(RowChange(table, old, new) for table, old, new in data["rows"])
+    return ChangeRecord(version, rows, frozenset(data["opaque"]), frozenset(data.get("revoked", ())))
+
+
+# What a pruned stretch of the log is replaced by: every table changed.
+EVERYTHING_CHANGED = encode_change((), (ANY_TABLE,), (ANYONE,))

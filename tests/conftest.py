@@ -245,3 +245,20 @@ async def frozen_clock(harness: Harness) -> AsyncIterator[None]:
         yield
     finally:
         await harness.clock(freeze=False)
+
+
+class LoopThread:
+    """An event loop in a thread, so the synchronous state machine can drive async clients."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="oracle-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()

@@ -106,8 +106,14 @@ def test_web_servers_accept_their_published_host_names(services):
         environment = services[name]["environment"]
         hosts = environment["DJANGO_ALLOWED_HOSTS"].split(",")
         assert {"localhost", "127.0.0.1"} <= set(hosts)
-        assert environment["DJANGO_DEBUG"] == "1"  # the demo: Django serves the static client
         assert environment["DJANGO_SECRET_KEY"]
+
+
+def test_every_process_runs_with_debug_off(services):
+    # project/settings.py turns DEBUG on only for DJANGO_DEBUG=1 (`make run` sets it); DEBUG
+    # would show tracebacks and settings to any client that causes an error.
+    for name in APP:
+        assert services[name]["environment"].get("DJANGO_DEBUG", "0") != "1", name
 
 
 def test_web_servers_run_daphne_with_the_large_websocket_limits(services):

@@ -17,7 +17,7 @@ import project.chat.functions
 import project.tasks.functions
 from project.chat.models import Channel, Message
 from project.tasks.models import Task
-from reactive.errors import InvalidArgs, ReactiveError, Unauthenticated
+from reactive.errors import Forbidden, InvalidArgs, ReactiveError, Unauthenticated
 from reactive.functions.context import Context
 from reactive.functions.registry import get_function
 
@@ -56,6 +56,11 @@ def user():
 @pytest.fixture
 def other_user():
     return User.objects.create_user(username="user2", password="pw")
+
+
+@pytest.fixture
+def staff_user():
+    return User.objects.create_user(username="staff1", password="pw", is_staff=True)
 
 
 @pytest.fixture
@@ -211,7 +216,7 @@ def test_paginated_messages_newest_first(channel, user):
 
 @pytest.mark.django_db
 def test_paginated_messages_invalid_cursor(channel):
-    with pytest.raises(ReactiveError, match=r"Invalid cursor\."):
+    with pytest.raises(InvalidArgs, match=r"Invalid arguments"):
         call(
             "chat.paginated_messages",
             {"channel": channel.id, "pagination": {"num_items": 2, "cursor": "nope"}},
@@ -319,17 +324,17 @@ def test_send_message_accepts_the_longest_body():
 
 
 @pytest.mark.django_db
-def test_edit_message(channel):
-    message = post(channel, "helo")
-    assert call("chat.edit_message", {"id": message.id, "body": "hello"}) is None
+def test_edit_message(channel, user):
+    message = post(channel, "helo", author=user)
+    assert call("chat.edit_message", {"id": message.id, "body": "hello"}, user) is None
     message.refresh_from_db()
     assert (message.body, message.edited) == ("hello", True)
 
 
 @pytest.mark.django_db
-def test_edit_unknown_message():
+def test_edit_unknown_message(user):
     with pytest.raises(ReactiveError) as error:
-        call("chat.edit_message", {"id": 404, "body": "hello"})
+        call("chat.edit_message", {"id": 404, "body": "hello"}, user)
     assert error.value.message == "No such message."
     assert error.value.data == {"id": 404}
     with pytest.raises(InvalidArgs):
@@ -337,13 +342,50 @@ def test_edit_unknown_message():
 
 
 @pytest.mark.django_db
-def test_delete_message(channel):
-    message = post(channel, "oops")
-    kept = post(channel, "kept")
-    assert call("chat.delete_message", {"id": message.id}) is None
+def test_delete_message(channel, user):
+    message = post(channel, "oops", author=user)
+    kept = post(channel, "kept", author=user)
+    assert call("chat.delete_message", {"id": message.id}, user) is None
     assert list(Message.objects.all()) == [kept]
     with pytest.raises(ReactiveError, match=r"No such message\."):
-        call("chat.delete_message", {"id": message.id})
+        call("chat.delete_message", {"id": message.id}, user)
+
+
+CHANGES = {"chat.edit_message": {"body": "changed"}, "chat.delete_message": {}}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", CHANGES)
+def test_another_user_may_not_edit_or_delete_a_message(channel, user, other_user, name):
+    message = post(channel, "mine", author=user)
+    with pytest.raises(Forbidden) as error:
+        call(name, {"id": message.id, **CHANGES[name]}, other_user)
+    assert error.value.code == "forbidden"
+    assert error.value.message == "Only the author of a message, or staff, may edit or delete it."
+    message.refresh_from_db()
+    assert (message.body, message.edited) == ("mine", False)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", CHANGES)
+def test_nobody_but_staff_may_change_a_message_sent_signed_out(channel, user, name):
+    message = post(channel, "from a guest")
+    with pytest.raises(Forbidden):
+        call(name, {"id": message.id, **CHANGES[name]}, user)
+    with pytest.raises(Unauthenticated):
+        call(name, {"id": message.id, **CHANGES[name]})
+    assert Message.objects.get(pk=message.id).body == "from a guest"
+
+
+@pytest.mark.django_db
+def test_staff_may_edit_and_delete_any_message(channel, user, staff_user):
+    theirs, a_guests = post(channel, "theirs", author=user), post(channel, "a guest's")
+    assert call("chat.edit_message", {"id": theirs.id, "body": "moderated"}, staff_user) is None
+    theirs.refresh_from_db()
+    assert (theirs.body, theirs.edited, theirs.author) == ("moderated", True, user)
+    assert call("chat.delete_message", {"id": a_guests.id}, staff_user) is None
+    assert call("chat.delete_message", {"id": theirs.id}, staff_user) is None
+    assert not Message.objects.exists()
 
 
 @pytest.mark.django_db
@@ -366,10 +408,18 @@ def test_join_and_leave_an_unknown_channel(user):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("name", ["chat.join_channel", "chat.leave_channel"])
-def test_join_and_leave_need_a_signed_in_user(channel, name):
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("chat.join_channel", {"channel": 1}),
+        ("chat.leave_channel", {"channel": 1}),
+        ("chat.edit_message", {"id": 1, "body": "changed"}),
+        ("chat.delete_message", {"id": 1}),
+    ],
+)
+def test_join_leave_edit_and_delete_need_a_signed_in_user(channel, name, args):
     with pytest.raises(Unauthenticated) as error:
-        call(name, {"channel": channel.id})
+        call(name, args)
     assert error.value.code == "unauthenticated"
     function = get_function(name, "mutation")
     function.check_permission(Context.for_user(User(username="user1"), kind="mutation"))
@@ -377,7 +427,7 @@ def test_join_and_leave_need_a_signed_in_user(channel, name):
 
 def test_other_chat_functions_need_no_sign_in():
     ctx = Context.for_user(AnonymousUser(), kind="mutation")
-    for name in ("chat.create_channel", "chat.send_message", "chat.edit_message", "chat.delete_message"):
+    for name in ("chat.create_channel", "chat.send_message"):
         get_function(name, "mutation").check_permission(ctx)
 
 

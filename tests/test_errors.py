@@ -113,8 +113,8 @@ def expose_errors(harness: Any) -> bool:
 
         return bool(reactive_settings.EXPOSE_ERRORS)
     # The Daphne subprocess runs tests.settings with this process's environment: REACTIVE sets
-    # no EXPOSE_ERRORS, so it follows DEBUG, which follows DJANGO_DEBUG (default "1").
-    return os.environ.get("DJANGO_DEBUG", "1") == "1"
+    # no EXPOSE_ERRORS, so it follows DEBUG, which follows DJANGO_DEBUG (default "0").
+    return os.environ.get("DJANGO_DEBUG", "0") == "1"
 
 
 def assert_no_traceback(message: str) -> None:
@@ -559,21 +559,6 @@ async def test_authenticate_with_bad_token_gets_unauthenticated_error(harness):
         with pytest.raises(ReactiveClientError) as excinfo:
             await members.first()
         assert excinfo.value.code == "unauthenticated"
-
-
-async def test_bad_token_after_sign_in_does_not_change_identity(harness):
-    async with harness.client() as client:
-        username = f"keeper-{uuid.uuid4().hex[:10]}"
-        token = await client.action("testapp.token_for", {"username": username})
-        whoami = client.subscribe("testapp.whoami")
-        assert await whoami.first() is None
-        await client.authenticate(token)
-        await whoami.wait_for(lambda value: value == username)
-        frame = await send_expecting_error(client, {"type": "authenticate", "token": token + "tampered"})
-        assert_error_frame(frame, "unauthenticated")
-        await assert_still_serves(client)
-        assert whoami.value == username
-        assert await client.query("testapp.whoami") == username
 
 
 async def test_staff_only_query_is_forbidden_for_a_non_staff_user_and_reruns_on_identity_change(harness):

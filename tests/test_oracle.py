@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import threading
 import time
 from typing import Any
 
@@ -27,7 +26,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.conftest import Harness
+from tests.conftest import Harness, LoopThread
 from tests.writes import M2M_PATHS, PATHS
 
 SEED = int(os.environ.get("ORACLE_SEED") or random.randrange(2**32))
@@ -52,23 +51,6 @@ def _acting_on_a_deleted_row(exc: Exception) -> bool:
     return any(
         sign in text for sign in ("DoesNotExist", "NoneType", "matching query", "FOREIGN KEY", "foreign key")
     )
-
-
-class LoopThread:
-    """An event loop in a thread, so the synchronous state machine can drive async clients."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="oracle-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Any, timeout: float = 60) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
 
 def _args(query: str, channel: int, variant: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import uuid
 import orjson
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core import signing
 from django.db import models, transaction
 from django.db.models import Count, F
 from django.db.models.functions import Lower
@@ -18,15 +19,17 @@ from hypothesis import strategies as st
 
 from project.chat.models import Channel, Message
 from project.tasks.models import Task
-from reactive import ReactiveError, paginate
+from reactive import paginate
 from reactive.errors import InvalidArgs
 from reactive.functions.pagination import (
     START_CURSOR,
     PaginationOptions,
     UnsupportedQueryset,
+    _CursorSerializer,
     _decode,
     _encode,
     _Key,
+    _signer,
 )
 
 T0 = datetime.datetime(2024, 1, 1, 12, 0, tzinfo=datetime.UTC)
@@ -305,11 +308,13 @@ def test_values_list_querysets(tasks):
 
 
 @pytest.mark.django_db
-def test_cursor_is_opaque_base64_of_the_ordering_values(tasks):
+def test_cursor_is_the_ordering_values_signed_with_the_cursor_salt(tasks):
     cursor = page(Task.objects.order_by("-created"), 1)["continue_cursor"]
     newest = by_time(tasks)[-1]
-    values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    values = signing.Signer(salt="reactive.pagination.cursor").unsign_object(cursor)
     assert values == [newest.created.isoformat(), newest.pk]
+    with pytest.raises(signing.BadSignature):
+        signing.Signer(salt="another.salt").unsign_object(cursor)
 
 
 def test_cursor_values_round_trip_through_the_fields():
@@ -334,7 +339,7 @@ def test_cursor_values_round_trip_through_the_fields():
         2**40,
     ]
     keys = [_Key(f"f{i}", False, False, False, False, nullable=True) for i in range(len(values))]
-    decoded = _decode(_encode(values), keys, fields)
+    decoded = _decode(_encode(values), "cursor", keys, fields)
     assert decoded == values
     assert decoded[1].as_tuple() == values[1].as_tuple()
     assert decoded[0].tzinfo is not None
@@ -344,6 +349,16 @@ def _b64(value) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(value)).decode()
 
 
+def _signed(value) -> str:
+    """A payload signed as this server signs cursors (what a cursor of another shape looks like)."""
+    return _signer().sign_object(value, serializer=_CursorSerializer)
+
+
+def _flipped(cursor: str, index: int) -> str:
+    character = cursor[index]
+    return cursor[:index] + ("A" if character != "A" else "B") + cursor[index + 1 :]
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "cursor",
@@ -351,30 +366,97 @@ def _b64(value) -> str:
         "garbage!",
         "x",
         _b64({"a": 1}),
-        _b64([1]),
-        _b64(["2024-01-01T00:00:00+00:00", 1, 2]),
-        _b64(["not a date", 1]),
-        _b64(["2024-01-01T00:00:00+00:00", "one"]),
-        _b64(["2024-01-01T00:00:00+00:00", None]),
-        _b64([None, 1]),
+        _b64(["2024-01-01T00:00:00+00:00", 1]),  # the unsigned cursors of earlier versions
         base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        "WyIyMDI0LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxXQ:not-a-signature",
+        signing.Signer(salt="another.salt").sign_object(["2024-01-01T00:00:00+00:00", 1]),
+        signing.dumps({"user": 1}, salt="reactive.token", compress=True),  # a sign-in token
     ],
 )
-def test_malformed_cursor(tasks, cursor):
+@pytest.mark.parametrize("field", ["cursor", "end_cursor"])
+def test_cursor_the_server_did_not_sign_is_invalid_args(tasks, cursor, field):
     queryset = Task.objects.order_by("created")
-    with pytest.raises(ReactiveError) as error:
-        page(queryset, 3, cursor)
-    assert error.value.message == "Invalid cursor."
-    assert error.value.code == "user_error"
-    with pytest.raises(ReactiveError, match=r"Invalid cursor\."):
-        page(queryset, 3, None, cursor)
+    with pytest.raises(InvalidArgs) as error:
+        paginate(queryset, {"num_items": 3, field: cursor})
+    assert error.value.code == "invalid_args"
+    assert error.value.data == {
+        "pagination": {field: ["Invalid cursor: pass back a cursor that this query returned."]}
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("position", [0, 10, -1], ids=["payload-start", "payload", "signature"])
+def test_real_cursor_with_one_character_changed_is_invalid_args(tasks, position):
+    cursor = page(Task.objects.order_by("created"), 3)["continue_cursor"]
+    with pytest.raises(InvalidArgs) as error:
+        page(Task.objects.order_by("created"), 3, None, _flipped(cursor, position))
+    assert list(error.value.data["pagination"]) == ["end_cursor"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"a": 1},
+        [1],
+        ["2024-01-01T00:00:00+00:00", 1, 2],
+        ["not a date", 1],
+        ["2024-01-01T00:00:00+00:00", "one"],
+        ["2024-01-01T00:00:00+00:00", None],
+        [None, 1],
+    ],
+)
+def test_signed_cursor_that_does_not_fit_the_ordering_is_invalid_args(tasks, payload):
+    queryset = Task.objects.order_by("created")
+    for field in ("cursor", "end_cursor"):
+        with pytest.raises(InvalidArgs) as error:
+            paginate(queryset, {"num_items": 3, field: _signed(payload)})
+        assert error.value.message == "Invalid cursor: pass back a cursor that this query returned."
+        assert list(error.value.data["pagination"]) == [field]
 
 
 @pytest.mark.django_db
 def test_cursor_from_another_ordering_is_rejected_when_its_shape_differs(tasks):
     cursor = page(Task.objects.order_by("completed", "created"), 1)["continue_cursor"]
-    with pytest.raises(ReactiveError, match=r"Invalid cursor\."):
+    with pytest.raises(InvalidArgs, match=r"Invalid cursor"):
         page(Task.objects.order_by("created"), 1, cursor)
+
+
+# The largest page
+
+
+@pytest.mark.django_db
+def test_page_fixed_by_end_cursor_is_cut_at_the_largest_page(tasks, settings):
+    settings.REACTIVE = {**settings.REACTIVE, "PAGINATION_MAX_ITEMS": 3}
+    queryset = Task.objects.order_by("created")
+    first = page(queryset, 3)
+    end = first["continue_cursor"]
+    assert page(queryset, 1, None, end) == {**first, "continue_cursor": end}
+
+    inside = [Task.objects.create(text=f"inside {i}", created=at(0.5 + i / 10)) for i in range(2)]
+    cut = page(queryset, 1, None, end)
+    # Five rows now lie up to end_cursor: the page holds three and continues after the third.
+    assert [task.text for task in cut["page"]] == ["task 0", "inside 0", "inside 1"]
+    assert cut["is_done"] is False
+    assert cut["continue_cursor"] != end
+    # The rest of the fixed page, then the rows after it, with no gap and no duplicate.
+    rest = page(queryset, 3, cut["continue_cursor"], end)
+    assert [task.text for task in rest["page"]] == ["task 1", "task 2"]
+    assert rest["continue_cursor"] == end
+    after = page(queryset, 3, end)
+    assert [task.text for task in after["page"]] == ["task 3", "task 4", "task 5"]
+    assert len(inside) + len(tasks) == len(cut["page"]) + len(rest["page"]) + len(after["page"]) + 1
+
+
+@pytest.mark.django_db
+def test_num_items_is_bounded_by_the_setting(tasks, settings):
+    settings.REACTIVE = {**settings.REACTIVE, "PAGINATION_MAX_ITEMS": 3}
+    assert len(page(Task.objects.order_by("created"), 3)["page"]) == 3
+    with pytest.raises(InvalidArgs) as error:
+        page(Task.objects.order_by("created"), 4)
+    assert error.value.data == {
+        "pagination": {"num_items": ["Ensure this value is less than or equal to 3."]}
+    }
 
 
 # Options
@@ -392,7 +474,8 @@ def test_pagination_options_defaults_and_limits():
         {"num_items": 1, "cursor": 5},
     ):
         assert not PaginationOptions(data=bad).is_valid(), bad
-    assert PaginationOptions(data={"num_items": 1000, "cursor": None, "end_cursor": "abc"}).is_valid()
+    assert PaginationOptions(data={"num_items": 1000, "cursor": None, "end_cursor": START_CURSOR}).is_valid()
+    assert not PaginationOptions(data={"num_items": 1, "end_cursor": "abc"}).is_valid()
 
 
 @pytest.mark.django_db

@@ -49,6 +49,20 @@ def test_system_checks_report_unknown_keys_and_bad_backends(monkeypatch):
         assert "reactive.E004" in {message.id for message in run_checks()}
 
 
+def test_system_checks_guard_the_change_log(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    mysql = {"default": {"ENGINE": "django.db.backends.mysql", "NAME": "app"}}
+    # (Django warns that a changed DATABASES does not reach open connections: the check reads
+    # the setting only.)
+    with pytest.warns(UserWarning, match="DATABASES"), override_settings(DATABASES=mysql):
+        assert "reactive.E010" in {message.id for message in run_checks()}
+    with override_settings(REACTIVE={"IGNORED_TABLES": ["django_session"]}):
+        assert "reactive.E011" in {message.id for message in run_checks()}
+    redis_layer = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}}
+    with override_settings(REACTIVE={"BACKEND": "embedded"}, CHANNEL_LAYERS=redis_layer):
+        assert "reactive.W010" in {message.id for message in run_checks()}
+
+
 def test_the_demo_settings_pass_every_check():
     ids = {message.id for message in run_checks() if message.id.startswith("reactive.")}
     assert ids == set()

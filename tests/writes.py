@@ -7,13 +7,20 @@ or in the transaction they open themselves, as an admin view or a shell would.
 
 from __future__ import annotations
 
+import datetime
+from importlib import import_module
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import get_user, get_user_model, login, logout
+from django.contrib.sessions.models import Session
 from django.db import connection, transaction
+from django.http import HttpRequest
+from django.utils import timezone
 
 from project.chat.models import Channel, Message
 from project.tasks.models import Task
+from reactive.auth import make_token
 
 User = get_user_model()
 
@@ -167,8 +174,68 @@ def outer_rollback(channel: int) -> None:
         pass
 
 
+def bulk_messages(channel: int, count: int) -> None:
+    """``count`` messages in one insert (a channel longer than the largest page)."""
+    Message.objects.bulk_create([Message(channel_id=channel, body=f"bulk {index}") for index in range(count)])
+
+
 def add_task(text: str) -> int:
     return Task.objects.create(text=text).pk
+
+
+# Sign-ins, and the writes that end one or take rights away -----------------------------------
+
+
+def sign_in(username: str, staff: bool = False) -> dict[str, Any]:
+    """A new user signed in with Django's ``login()``: their session key, a token, their id."""
+    user = User.objects.create_user(username=f"{username}-{_unique()}", password="a password", is_staff=staff)
+    request = _request_with_session(None)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    request.session.save()
+    return {
+        "username": user.username,
+        "user_id": user.pk,
+        "session_key": request.session.session_key,
+        "token": make_token(user),
+    }
+
+
+def log_out(session_key: str) -> None:
+    """Django's ``logout()`` for a request carrying this session: the session is flushed."""
+    request = _request_with_session(session_key)
+    request.user = get_user(request)
+    logout(request)
+
+
+def deactivate(user_id: int) -> None:
+    user = User.objects.get(pk=user_id)
+    user.is_active = False
+    user.save()
+
+
+def change_password(user_id: int) -> None:
+    user = User.objects.get(pk=user_id)
+    user.set_password("another password")
+    user.save()
+
+
+def revoke_staff(user_id: int) -> None:
+    user = User.objects.get(pk=user_id)
+    user.is_staff = False
+    user.save()
+
+
+def expire_session(session_key: str) -> None:
+    """The session's expiry date passes (an update of the session table: nothing is logged)."""
+    Session.objects.filter(session_key=session_key).update(
+        expire_date=timezone.now() - datetime.timedelta(seconds=1)
+    )
+
+
+def _request_with_session(session_key: str | None) -> HttpRequest:
+    request = HttpRequest()
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return request
 
 
 PATHS: dict[str, Any] = {

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from rest_framework import serializers
 
 from reactive import Page, PaginationOptions, ReactiveError, mutation, paginate, query
+from reactive.errors import Forbidden
 
 from .models import Channel, Message
 
@@ -55,6 +56,16 @@ def _message(message_id: int) -> Message:
     message = Message.objects.filter(pk=message_id).first()
     if message is None:
         raise ReactiveError("No such message.", {"id": message_id})
+    return message
+
+
+def _own_message(ctx: Any, message_id: int) -> Message:
+    """The message, if the caller may change it: its author, or staff. Messages sent while
+    signed out have no author, so only staff may change them."""
+    message = _message(message_id)
+    user = ctx.user
+    if not user.is_staff and (message.author_id is None or message.author_id != user.pk):
+        raise Forbidden("Only the author of a message, or staff, may edit or delete it.")
     return message
 
 
@@ -133,17 +144,17 @@ def send_message(ctx: Any, channel: int, body: str) -> int:
     return message.id
 
 
-@mutation(args={"id": serializers.IntegerField(), "body": _body_field()})
+@mutation(args={"id": serializers.IntegerField(), "body": _body_field()}, permission=_is_authenticated)
 def edit_message(ctx: Any, id: int, body: str) -> None:
-    message = _message(id)
+    message = _own_message(ctx, id)
     message.body = body
     message.edited = True
     message.save(update_fields=["body", "edited"])
 
 
-@mutation(args={"id": serializers.IntegerField()})
+@mutation(args={"id": serializers.IntegerField()}, permission=_is_authenticated)
 def delete_message(ctx: Any, id: int) -> None:
-    _message(id).delete()
+    _own_message(ctx, id).delete()
 
 
 @mutation(args={"channel": serializers.IntegerField()}, permission=_is_authenticated)

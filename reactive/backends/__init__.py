@@ -3,7 +3,7 @@
 ``get_backend()`` returns the process-wide backend that ``REACTIVE["BACKEND"]`` names: ``"embedded"``,
 ``"redis"``, or the dotted path of a :class:`~reactive.backends.base.Backend` subclass (loaded
 like Channels loads a channel layer). It is made again when that setting changes.
-``sink`` is what the capture stage hands committed changes to.
+``sink`` is the capture stage's view of it: what live queries watch, and who to wake after a commit.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from ..records import RowChange
 from ..settings import reactive_settings
 from .base import Backend
 
@@ -81,8 +80,11 @@ setting_changed.connect(_on_setting_changed)
 class _BackendSink:
     """The capture stage's view of the current backend (``capture.commits.ChangeSink``)."""
 
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
-        return get_backend().log.append(rows, opaque_tables)
+    def committed(self, version: int) -> None:
+        # Only a backend that exists has a tail to wake: a shell makes none for this.
+        backend = _backend
+        if backend is not None:
+            backend.log_committed(version)
 
     def watched_columns(self, table: str) -> frozenset[str] | None:
         return get_backend().index.watched_columns(table)

@@ -5,6 +5,10 @@ written against these classes only; the embedded backend implements them in memo
 backend with Redis streams, Lua scripts and channels_redis. ``tests/test_backend_contract.py``
 pins what every backend must do.
 
+Both backends read the same change log, the ``reactive_changelog`` table that every committing
+transaction appends to (``changelog.py``); they differ in where the index lives and how batches
+reach server processes.
+
 A backend runs no engine code: the server starts the invalidator (``engine.worker``) where
 ``worker_in_server`` says, and the backend only carries what the invalidator reads and sends.
 """
@@ -83,34 +87,49 @@ class Batch:
 
     ``resubscribe``: shared instances whose re-run read the caller's identity; each subscriber
     must subscribe again as itself.
+    ``revoked``: the sign-ins the pass's commits may have ended (``ChangeRecord.revoked``); each
+    hub re-checks the connections they name.
     """
 
     version: int
     updates: list[InstanceUpdate] = field(default_factory=list)
     replies: list[Subscribed] = field(default_factory=list)
     resubscribe: list[str] = field(default_factory=list)
+    revoked: frozenset[str] = frozenset()
     # The hubs watching each updated or resubscribed instance, for backends that route by hub.
     audience: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Hubs whose instances the invalidator released because they stopped heartbeating: if one
+    # is alive after all, it must subscribe everything again.
+    released_hubs: frozenset[str] = frozenset()
 
 
 # The parts -----------------------------------------------------------------------------------
 
 
 class ChangeLog(ABC):
-    """The ordered log of change records; ``append`` is called by whoever committed."""
+    """The log of change records in commit order. Committing transactions append to it
+    themselves (``capture/commits.py``); versions only grow, survive restarts and stay below
+    2**53. Records a reader had not read when they were pruned come back as one record of
+    ``ANY_TABLE``: the reader re-runs everything instead of missing a change."""
 
     @abstractmethod
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
-        """Append one commit's changes; return its version."""
+    def append(
+        self,
+        rows: tuple[RowChange, ...],
+        opaque_tables: frozenset[str],
+        revoked: frozenset[str] = frozenset(),
+    ) -> int:
+        """Commit one change record on its own (and the sign-ins it may have ended); return its
+        version."""
 
     @abstractmethod
     def head(self) -> int:
-        """The version of the latest appended record."""
+        """The version of the latest record a reader can read now."""
 
     @abstractmethod
     def read_after(self, version: int, limit: int) -> list[ChangeRecord]:
-        """Records with a larger version, oldest first. A gap before the first one means
-        records were trimmed: the reader must treat everything as changed."""
+        """Records with a larger version, in commit order: each committed record exactly once
+        to a reader that goes on from the version of the last record it read."""
 
 
 class ReadSetIndex(ABC):
@@ -165,6 +184,10 @@ class Backend(ABC):
     @abstractmethod
     def submit(self, request: Request) -> None:
         """Send a request from a hub to the invalidator (any thread)."""
+
+    def log_committed(self, version: int) -> None:  # noqa: B027
+        """This process committed the change record at ``version``: a tail in this process reads
+        at once rather than when the database tells it (any thread)."""
 
     @abstractmethod
     async def connect_hub(self, hub) -> None:

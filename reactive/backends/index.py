@@ -5,13 +5,16 @@ constrains) and, per scheme, the instances bound by each tuple of values. A writ
 per scheme, one lookup with its old values and one with its new values; a column missing from a
 row image matches every value (it widens). A reverse index per instance removes exactly its
 entries when it re-runs or goes away, so nothing grows without bound.
+
+Values are kept as their typed text (``records.value_text``), the form row images have when they
+are read back from the change log, so a match is a string compare (as in Redis).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 
-from ..records import ANY_TABLE, ChangeRecord, ReadSet, RowImage
+from ..records import ANY_TABLE, ChangeRecord, ReadSet, RowImage, value_text
 from .base import ReadSetIndex
 
 Scheme = tuple[str, ...]  # sorted column names; () = every row of the table
@@ -56,7 +59,10 @@ class InMemoryIndex(ReadSetIndex):
 
     def set(self, instance_id: str, read_set: ReadSet) -> None:
         self.remove(instance_id)
-        entries = entries_of(read_set)
+        entries = [
+            (table, scheme, tuple(value_text(value) for value in values))
+            for table, scheme, values in entries_of(read_set)
+        ]
         self._by_instance[instance_id] = entries
         for table, scheme, values in entries:
             self._buckets.setdefault(table, {}).setdefault(scheme, {}).setdefault(values, set()).add(

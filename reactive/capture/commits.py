@@ -1,43 +1,53 @@
-"""Commits: buffer what a transaction writes, hand one change to the log per commit.
+"""Commits: buffer what a transaction writes, append one change record inside the transaction.
 
-The write patches (``patches.py``) call :func:`record` after each write. Inside a transaction
-the rows are buffered per savepoint, dropped when their savepoint or the transaction rolls back,
-and handed to the sink once, right after the commit (``patches.py`` calls :func:`committed`).
-In autocommit mode a statement is its own commit and is handed over at once.
+The write patches (``patches.py``) call :func:`record` after each write. Inside a transaction the
+rows are buffered per savepoint and dropped when their savepoint or the transaction rolls back.
+At the last moment before COMMIT (``patches.py`` calls :func:`before_commit`) what is left is
+appended to the change log table (``logtable.py``) in the same transaction, so the
+record commits or rolls back with the data, whichever process wrote it, and a process that dies
+right after COMMIT loses nothing. The patches open a transaction around a write made in
+autocommit mode, so that the write and its record commit together.
 
-The sink is whatever ``connect()`` was given (the app connects the backend's change log in
-``AppConfig.ready``): this stage knows nothing of backends.
+After the commit the sink hears of it (``ChangeSink.committed``): a process tailing the log
+wakes at once for its own commits. The sink is whatever ``connect()`` was given (the app
+connects the backends in ``AppConfig.ready``): this stage knows nothing of backends.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from ..records import RowChange
+from ..records import RowChange, encode_change
 from ..settings import reactive_settings
-
-logger = logging.getLogger("reactive.capture")
+from . import identities, logtable
 
 _local = threading.local()
 
 
 class ChangeSink(Protocol):
-    """Where committed changes go, and what the write patches need to know to capture them."""
+    """Who hears of this process's commits, and what the write patches need to capture them."""
 
-    def append(self, rows: tuple[RowChange, ...], opaque_tables: frozenset[str]) -> int:
-        """Append one commit's changes to the change log; return its version."""
+    def committed(self, version: int) -> None:
+        """This process committed the change record at ``version``."""
         ...
 
     def watched_columns(self, table: str) -> frozenset[str] | None:
         """Columns some live query constrains on ``table``; None if no live query reads it."""
         ...
 
+
+class Hooks:
+    """Test hooks: a deterministic place to stop a writer."""
+
+    # Called right after a commit that appended a change record returns, before anything else.
+    after_commit: Callable[[], None] | None = None
+
+
+hooks = Hooks()
 
 _sink: ChangeSink | None = None
 
@@ -48,20 +58,33 @@ def connect(sink: ChangeSink | None) -> None:
     _sink = sink
 
 
-def watched_columns(table: str) -> frozenset[str] | None:
-    """Columns whose old values an update or delete of ``table`` must read (None: no need)."""
-    if _sink is None or table in reactive_settings.IGNORED_TABLES:
+def watched_columns(table: str, write: str) -> frozenset[str] | None:
+    """Columns whose old values an ``"update"`` or ``"delete"`` of ``table`` must read (None: no
+    need). The primary key is read with them, and for a write that may end a sign-in (a user
+    updated or deleted, a session deleted) it is read even when no query watches the table."""
+    if _sink is None:
         return None
-    return _sink.watched_columns(table)
+    watched = None if table in reactive_settings.IGNORED_TABLES else _sink.watched_columns(table)
+    if watched is None and identities.must_read_keys(table, write):
+        return frozenset()
+    return watched
+
+
+def tracks(table: str) -> bool:
+    """Whether a write of ``table`` appends a change record (so needs a transaction around it)."""
+    return _sink is not None and table not in reactive_settings.IGNORED_TABLES
 
 
 class _Part:
-    __slots__ = ("opaque_tables", "rows", "savepoints")
+    __slots__ = ("opaque_tables", "revoked", "rows", "savepoints")
 
-    def __init__(self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str]) -> None:
+    def __init__(
+        self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str]
+    ) -> None:
         self.savepoints = savepoints
         self.rows = rows
         self.opaque_tables = opaque_tables
+        self.revoked = revoked
 
 
 class PendingCommit:
@@ -72,8 +95,10 @@ class PendingCommit:
     def __init__(self) -> None:
         self.parts: list[_Part] = []
 
-    def add(self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str]) -> None:
-        self.parts.append(_Part(savepoints, rows, opaque_tables))
+    def add(
+        self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str]
+    ) -> None:
+        self.parts.append(_Part(savepoints, rows, opaque_tables, revoked))
 
     def drop_savepoint(self, sid: str) -> None:
         self.parts = [part for part in self.parts if sid not in part.savepoints]
@@ -84,20 +109,48 @@ class PendingCommit:
 _pending: weakref.WeakKeyDictionary[object, PendingCommit] = weakref.WeakKeyDictionary()
 
 
-def record(connection, rows: list[RowChange], opaque_tables: Iterable[str] = ()) -> None:
-    """Note writes made on ``connection``; they are handed over when (if) they commit."""
+def record(
+    connection,
+    rows: list[RowChange],
+    opaque_tables: Iterable[str] = (),
+    *,
+    raw_sql: bool = False,
+    revoked: Iterable[str] = (),
+) -> None:
+    """Note writes made on ``connection``; they are logged when (if) their transaction commits.
+
+    ``raw_sql``: the write is SQL sent straight to a cursor, of unknown kind (it may delete).
+    ``revoked``: sign-ins it ends besides those its rows show (``identities.py``).
+    """
+    if _sink is None:
+        return
+    # Before dropping ignored tables: a deleted session ends a sign-in even though its table
+    # never re-runs a query.
+    revoked = identities.revoked_by(rows, opaque_tables, raw_sql=raw_sql) | frozenset(revoked)
     ignored = reactive_settings.IGNORED_TABLES
     rows = [row for row in rows if row.table not in ignored]
     opaque = {table for table in opaque_tables if table not in ignored}
-    if not rows and not opaque:
+    if not rows and not opaque and not revoked:
         return
     if connection.in_atomic_block or not connection.get_autocommit():
         pending = _pending.get(connection)
         if pending is None:
             pending = _pending[connection] = PendingCommit()
-        pending.add(set(connection.savepoint_ids), rows, opaque)
+        pending.add(set(connection.savepoint_ids), rows, opaque, revoked)
     else:
-        publish(rows, opaque)
+        # A statement the patches do not wrap (a schema change in autocommit mode) has committed
+        # on its own: its record follows, in a transaction of its own on that same connection
+        # (which may be one Django opened outside DATABASES, to create the test database).
+        connection.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
+        try:
+            _pending[connection] = PendingCommit()
+            _pending[connection].add(set(), rows, opaque, revoked)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.set_autocommit(True)
 
 
 def savepoint_rolled_back(connection, sid: str) -> None:
@@ -106,15 +159,33 @@ def savepoint_rolled_back(connection, sid: str) -> None:
         pending.drop_savepoint(sid)
 
 
-def committed(connection) -> None:
-    """The connection's transaction committed: hand its writes over as one change."""
-    pending = _pending.pop(connection, None)
-    if pending is not None and pending.parts:
-        parts = pending.parts
-        publish(
-            [row for part in parts for row in part.rows],
-            {table for part in parts for table in part.opaque_tables},
-        )
+def before_commit(connection) -> int | None:
+    """Append the transaction's change record to the log, inside the transaction; its version
+    (None: the transaction wrote nothing watchable)."""
+    pending = _pending.get(connection)
+    if pending is None or not pending.parts or _sink is None:
+        return None
+    parts = pending.parts
+    changes = encode_change(
+        [row for part in parts for row in part.rows],
+        {table for part in parts for table in part.opaque_tables},
+        frozenset().union(*(part.revoked for part in parts)),
+    )
+    return logtable.append(connection, changes)
+
+
+def committed(connection, version: int | None) -> None:
+    """The connection's transaction committed, with the change record at ``version`` if any."""
+    _pending.pop(connection, None)
+    if version is None:
+        return
+    if hooks.after_commit is not None:
+        hooks.after_commit()
+    versions = getattr(_local, "versions", None)
+    if versions is not None:
+        versions.append(version)
+    if _sink is not None:
+        _sink.committed(version)
 
 
 def rolled_back(connection) -> None:
@@ -122,69 +193,8 @@ def rolled_back(connection) -> None:
     _pending.pop(connection, None)
 
 
-def publish(rows: list[RowChange], opaque_tables: set[str]) -> int | None:
-    """Append one change record to the log; remember its version for this thread.
-
-    The commit has happened: if the log cannot be reached, the record is kept and appended by
-    a background thread as soon as it can be (in order), rather than lost.
-    """
-    if _sink is None:
-        return None
-    version = _retrier.append(_sink, (tuple(rows), frozenset(opaque_tables)))
-    versions = getattr(_local, "versions", None)
-    if versions is not None and version is not None:
-        versions.append(version)
-    return version
-
-
-_Record = tuple[tuple[RowChange, ...], frozenset[str]]
-
-
-class _Retrier:
-    """Appends records the log refused, oldest first, until it accepts them."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[ChangeSink, _Record]] = []
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-
-    def append(self, sink: ChangeSink, record: _Record) -> int | None:
-        if not self.pending:
-            # The usual path takes no lock: concurrent commits may be appended in either order.
-            try:
-                return sink.append(*record)
-            except Exception as exc:
-                logger.error("Could not append a committed change to the log (%s); retrying", exc)
-        with self.lock:
-            self.pending.append((sink, record))
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._retry, name="reactive-publish-retry", daemon=True)
-                self.thread.start()
-        return None
-
-    def _retry(self) -> None:
-        delay = 0.1
-        while True:
-            with self.lock:
-                try:
-                    while self.pending:
-                        sink, record = self.pending[0]
-                        sink.append(*record)
-                        self.pending.pop(0)
-                    logger.warning("Appended the changes the log had refused")
-                    self.thread = None  # under the lock: a record added later starts a new one
-                    return
-                except Exception:
-                    pass
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-_retrier = _Retrier()
-
-
 class CommitVersions:
-    """The versions of the change records this thread published inside a ``commit_versions()`` block."""
+    """The versions of the change records this thread committed inside a ``commit_versions()`` block."""
 
     def __init__(self) -> None:
         self.versions: list[int] = []

@@ -4,12 +4,15 @@
 - ``SQLInsertCompiler`` / ``SQLUpdateCompiler`` / ``SQLDeleteCompiler.execute_sql``: every ORM
   write ends here (``save``, ``update``, ``bulk_*``, cascades, ``SET_NULL``, many-to-many
   managers), signals or not. Updates and deletes first read the old values of the affected
-  rows, limited to the columns live queries constrain, so a row leaving a result is seen.
+  rows, limited to the columns live queries constrain, so a row leaving a result is seen (and
+  the primary keys of updated users and deleted sessions, which may end a sign-in).
 - ``CursorWrapper.execute`` / ``executemany`` / ``callproc``: SQL that bypassed the compilers
   (``cursor.execute``, ``.raw()``) is a read, or a write of every table it names.
-- ``BaseDatabaseWrapper.savepoint_rollback`` / ``commit`` / ``rollback`` / ``close``: drop the
-  writes of a rolled-back savepoint or transaction, and hand a transaction's writes to the change
-  log when it commits (``commits.py``).
+- ``BaseDatabaseWrapper.savepoint_rollback`` / ``rollback`` / ``close``: drop the writes of a
+  rolled-back savepoint or transaction. ``commit``: append the transaction's change record to the
+  log table at the last moment before COMMIT, in the same transaction (``commits.py``).
+- A write made in autocommit mode (``Model.save()``, ``QuerySet.update()`` outside ``atomic``,
+  ``cursor.execute``) runs in a transaction of its own, so that its change record commits with it.
 - ``connection.transaction_mode`` (SQLite): the invalidator's snapshots begin as readers.
 
 ``install()`` applies them once; ``uninstall()`` puts Django's own methods back.
@@ -19,9 +22,12 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from functools import wraps
 from typing import Any
 
+from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models.constants import OnConflict
@@ -119,20 +125,31 @@ def _wrap_read(original):
 # Writes --------------------------------------------------------------------------------------
 
 
+def _own_transaction(connection, tables: Iterable[str]) -> AbstractContextManager:
+    """A transaction around a tracked write made in autocommit mode: the write and its change
+    record (appended just before COMMIT) then commit together, or not at all."""
+    if connection.in_atomic_block or not any(commits.tracks(table) for table in tables):
+        return nullcontext()
+    if not connection.get_autocommit():
+        return nullcontext()  # a transaction managed by hand: its commit() appends the record
+    return transaction.atomic(using=connection.alias, savepoint=False)
+
+
 def _wrap_insert(original):
     @wraps(original)
     def execute_sql(self, returning_fields=None):
         tracking.forbid_write()
-        with _in_compiler:
-            returned = original(self, returning_fields)
         table = self.query.get_meta().db_table
-        if self.query.on_conflict == OnConflict.UPDATE:
-            # An upsert changes rows we did not read: every reader of the table is affected.
-            commits.record(self.connection, [], {table})
-        else:
-            # With ignore_conflicts (many-to-many add), rows that already existed are reported as
-            # inserted too: that only widens.
-            commits.record(self.connection, _inserted_rows(self, returning_fields, returned))
+        with _own_transaction(self.connection, (table,)):
+            with _in_compiler:
+                returned = original(self, returning_fields)
+            if self.query.on_conflict == OnConflict.UPDATE:
+                # An upsert changes rows we did not read: every reader of the table is affected.
+                commits.record(self.connection, [], {table})
+            else:
+                # With ignore_conflicts (many-to-many add), rows that already existed are reported
+                # as inserted too: that only widens.
+                commits.record(self.connection, _inserted_rows(self, returning_fields, returned))
         return returned
 
     return execute_sql
@@ -169,14 +186,15 @@ def _wrap_update(original):
             with _in_compiler:
                 return original(self, result_type)
         table = self.query.get_meta().db_table
-        fields = _image_fields(self.query.get_meta())
-        old = _read_images(self, fields) if fields is not None else None
-        with _in_compiler:
-            result = original(self, result_type)
-        if old is None:
-            commits.record(self.connection, [], {table})
-        else:
-            commits.record(self.connection, _updated_rows(self, table, fields, old))
+        with _own_transaction(self.connection, (table,)):
+            fields = _image_fields(self.query.get_meta(), "update")
+            old = _read_images(self, fields) if fields is not None else None
+            with _in_compiler:
+                result = original(self, result_type)
+            if old is None:
+                commits.record(self.connection, [], {table})
+            else:
+                commits.record(self.connection, _updated_rows(self, table, fields, old))
         return result
 
     return execute_sql
@@ -202,23 +220,25 @@ def _wrap_delete(original):
     def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
         tracking.forbid_write()
         table = self.query.get_meta().db_table
-        fields = _image_fields(self.query.get_meta())
-        old = _read_images(self, fields) if fields is not None else None
-        with _in_compiler:
-            result = original(self, *args, **kwargs)
-        if old is None:
-            commits.record(self.connection, [], {table})
-        else:
-            commits.record(self.connection, [RowChange(table, image, None) for image in old])
+        with _own_transaction(self.connection, (table,)):
+            fields = _image_fields(self.query.get_meta(), "delete")
+            old = _read_images(self, fields) if fields is not None else None
+            with _in_compiler:
+                result = original(self, *args, **kwargs)
+            if old is None:
+                commits.record(self.connection, [], {table})
+            else:
+                commits.record(self.connection, [RowChange(table, image, None) for image in old])
         return result
 
     return execute_sql
 
 
-def _image_fields(meta) -> list | None:
-    """The fields whose old values an update or delete must read: the primary key and every
-    column that a live query constrains. ``None``: the table is ignored or nobody watches it."""
-    watched = commits.watched_columns(meta.db_table)
+def _image_fields(meta, write: str) -> list | None:
+    """The fields whose old values an ``"update"`` or ``"delete"`` must read: the primary key and
+    every column that a live query constrains. ``None``: the table is ignored or nobody watches
+    it, and the write cannot end a sign-in (``identities.py``)."""
+    watched = commits.watched_columns(meta.db_table, write)
     if watched is None:
         return None
     return [f for f in meta.local_concrete_fields if f.primary_key or f.column in watched]
@@ -263,6 +283,9 @@ _WRITE = re.compile(
 _WRITE_ANYWHERE = re.compile(
     r"\b(insert\s+into|update\s+\S+\s+set|delete\s+from|merge\s+into)\b", re.IGNORECASE
 )
+# Schema changes are not wrapped in a transaction of their own: some refuse to run in one
+# (CREATE INDEX CONCURRENTLY); in autocommit mode their record follows them (commits.record).
+_SCHEMA = re.compile(r"^\s*(create|alter|drop|rename)\b", re.IGNORECASE)
 
 
 def _raw_sql_kind(sql: Any) -> str | None:
@@ -284,14 +307,17 @@ def _wrap_cursor(original):
     def execute(self, sql, *args: Any, **kwargs: Any) -> Any:
         _local.last_sql = sql  # what a compiler ran, for its read set
         kind = _raw_sql_kind(sql)
-        if kind == "write":
-            tracking.forbid_write()
-        result = original(self, sql, *args, **kwargs)
-        if kind == "write":
-            tables = set(read_set_of_raw_sql(str(sql), tracking.known_tables()).tables)
-            commits.record(self.db, [], tables or {ANY_TABLE})
-        elif kind == "read":
-            tracking.record_raw_sql_read(str(sql))
+        if kind != "write":
+            result = original(self, sql, *args, **kwargs)
+            if kind == "read":
+                tracking.record_raw_sql_read(str(sql))
+            return result
+        tracking.forbid_write()
+        tables = set(read_set_of_raw_sql(str(sql), tracking.known_tables()).tables) or {ANY_TABLE}
+        wrap = nullcontext() if _SCHEMA.match(str(sql)) else _own_transaction(self.db, tables)
+        with wrap:
+            result = original(self, sql, *args, **kwargs)
+            commits.record(self.db, [], tables, raw_sql=True)
         return result
 
     return execute
@@ -302,8 +328,9 @@ def _wrap_callproc(original):
     def callproc(self, *args: Any, **kwargs: Any) -> Any:
         # A stored procedure may read or write anything.
         tracking.forbid_write()
-        result = original(self, *args, **kwargs)
-        commits.record(self.db, [], {ANY_TABLE})
+        with _own_transaction(self.db, (ANY_TABLE,)):
+            result = original(self, *args, **kwargs)
+            commits.record(self.db, [], {ANY_TABLE})
         return result
 
     return callproc
@@ -323,12 +350,18 @@ def _wrap_savepoint_rollback(original):
 
 def _wrap_commit(original):
     # Every commit passes here: the outermost atomic block's and a manual transaction's. The
-    # writes are handed over before Django runs the on_commit callbacks, so a failing callback
-    # cannot keep them from the log.
+    # change record is appended at the last moment before COMMIT, when every savepoint rollback
+    # has been applied; if appending fails, the commit fails and Atomic rolls the data back.
     @wraps(original)
     def commit(self):
-        original(self)
-        commits.committed(self)
+        with _in_compiler:  # the log's own SQL is not a write to capture
+            version = commits.before_commit(self)
+        try:
+            original(self)
+        except BaseException:
+            commits.rolled_back(self)
+            raise
+        commits.committed(self, version)
 
     return commit
 

@@ -7,6 +7,7 @@ query runs synchronously in one thread from start to end.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,14 +18,16 @@ from ..settings import reactive_settings
 from .readsets import known_tables, read_set_of, read_set_of_raw_sql
 
 _local = threading.local()
+logger = logging.getLogger("reactive.execution")
 
 
 class ReadTracker:
     """The reads of one query run; the run is read-only while the tracker is active."""
 
-    __slots__ = ("read_set",)
+    __slots__ = ("function_name", "read_set")
 
-    def __init__(self) -> None:
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
         self.read_set = ReadSet()
 
 
@@ -33,10 +36,11 @@ def current() -> ReadTracker | None:
 
 
 @contextmanager
-def track_reads() -> Iterator[ReadTracker]:
-    """Record every read in this thread until the block ends; writes raise ``WriteInQuery``."""
+def track_reads(function_name: str = "a query") -> Iterator[ReadTracker]:
+    """Record every read of the query ``function_name`` in this thread until the block ends;
+    writes raise ``WriteInQuery`` naming it."""
     previous = current()
-    tracker = ReadTracker()
+    tracker = ReadTracker(function_name)
     _local.tracker = tracker
     try:
         yield tracker
@@ -81,5 +85,9 @@ def _as_configured(read_set: ReadSet) -> ReadSet:
 
 def forbid_write() -> None:
     """Called before any write: inside a query run it is an error."""
-    if current() is not None:
-        raise WriteInQuery()
+    tracker = current()
+    if tracker is not None:
+        error = WriteInQuery.in_function(tracker.function_name)
+        # Logged here, where it happens: the query may catch the error and return normally.
+        logger.warning("%s", error.message)
+        raise error

@@ -7,6 +7,7 @@ the log only (unless ``EXPOSE_ERRORS``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -17,13 +18,14 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 
 from ..backends import get_backend
 from ..capture import commits, tracking
-from ..errors import ProtocolError, ServerError, error_from_dict
+from ..errors import BadMessage, InvalidArgs, ProtocolError, ServerError, error_from_dict
 from ..functions import encoding
 from ..functions.context import Context
 from ..functions.registry import Function, get_function
 from ..models import MutationRecord
 from ..records import ReadSet
 from ..settings import reactive_settings
+from .instances import identity_of, instance_base
 
 logger = logging.getLogger("reactive.execution")
 
@@ -51,11 +53,11 @@ def run_query(function: Function, args: dict[str, Any], ctx: Context) -> QueryRu
     The caller provides the transaction (the invalidator runs a whole batch in one snapshot).
     A savepoint per run keeps one failing query from breaking the others' snapshot.
     """
-    with tracking.track_reads() as tracker:
+    with tracking.track_reads(function.name) as tracker:
         try:
             with transaction.atomic(savepoint=True):
                 function.check_permission(ctx)
-                payload = encoding.dumps(function.func(ctx, **args))
+                payload = encoding.dumps_result(function.name, function.func(ctx, **args))
             is_error = False
         except ProtocolError as exc:
             payload, is_error = encoding.dumps(exc.as_dict()), True
@@ -87,6 +89,37 @@ class MutationOutcome:
         return encoding.loads(self.payload)
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayKey:
+    """Whose request a stored result answers: the caller's identity, session and request id.
+
+    The identity is part of the key, so knowing another caller's ``session_id`` gives neither
+    their results nor a way to answer their next mutation in advance.
+    """
+
+    identity: str
+    session_id: str
+    request_id: int
+
+
+def replay_key(user: Any, session_id: str, request_id: int) -> ReplayKey:
+    authenticated = user is not None and user.is_authenticated
+    return ReplayKey(identity_of(user.pk if authenticated else None), session_id, request_id)
+
+
+def fingerprint(name: str, args: dict[str, Any]) -> str:
+    """The function and its arguments as sent (canonical JSON): what a replay must repeat.
+
+    The arguments as sent, not as validated: a replay re-sends the same frame, and validated
+    arguments may hold model instances whose encoding changes with their row, or fail to
+    validate at all once the first attempt deleted the row they name.
+    """
+    try:
+        return hashlib.sha256(instance_base(name, encoding.dumps_canonical(args))).hexdigest()
+    except TypeError as exc:  # nested past orjson's 255 levels, or not JSON at all
+        raise InvalidArgs(f"Arguments of {name} cannot be stored for replay: {exc}.") from None
+
+
 def call_mutation(
     name: str,
     args: dict[str, Any],
@@ -98,33 +131,36 @@ def call_mutation(
     """Run a mutation in one transaction; returns its payload and the commit's version.
 
     With a ``session_id`` the result is stored in the same transaction, so a mutation re-sent
-    after a reconnect returns the stored result instead of running again, even while the first
-    attempt is still running on the old connection.
+    after a reconnect by the same caller, with the same function and arguments, returns the
+    stored result instead of running again, even while the first attempt is still running on
+    the old connection. The same request id reused for another function or other arguments is
+    ``BadMessage``.
     """
     function = get_function(name, "mutation")
     if session_id is None or request_id is None:
-        return _run_mutation(function, args, user, None, None)
-    key = (session_id, request_id)
+        return _run_mutation(function, args, user, None)
+    key = replay_key(user, session_id, request_id)
+    request = fingerprint(function.name, args)
     with _running_lock:
         running = _running.get(key)
         if running is None:
             _running[key] = mine = threading.Event()
     if running is not None:
         running.wait(timeout=_REPLAY_WAIT_SECONDS)
-        stored = _stored_outcome(session_id, request_id)
+        stored = _stored_outcome(key, request)
         # No stored result: the first attempt failed and committed nothing; run it now.
         return stored or call_mutation(name, args, user, session_id=session_id, request_id=request_id)
     try:
-        stored = _stored_outcome(session_id, request_id)
-        return stored or _run_mutation(function, args, user, session_id, request_id)
+        stored = _stored_outcome(key, request)
+        return stored or _run_mutation(function, args, user, (key, request))
     finally:
         with _running_lock:
             del _running[key]
         mine.set()
 
 
-# (session_id, request_id) of mutations running in this process, for replays that race them.
-_running: dict[tuple[str, int], threading.Event] = {}
+# Mutations with a session running in this process, for replays that race them.
+_running: dict[ReplayKey, threading.Event] = {}
 _running_lock = threading.Lock()
 _REPLAY_WAIT_SECONDS = 120
 # SQLite refuses a write in a transaction that began reading before another commit
@@ -132,27 +168,38 @@ _REPLAY_WAIT_SECONDS = 120
 _SQLITE_ATTEMPTS = 8
 
 
-def _stored_outcome(session_id: str, request_id: int) -> MutationOutcome | None:
-    stored = MutationRecord.lookup(session_id, request_id)
-    return MutationOutcome(stored, get_backend().log.head(), replayed=True) if stored is not None else None
+def _stored_outcome(key: ReplayKey, request: str) -> MutationOutcome | None:
+    """The stored result of this caller's request; ``BadMessage`` if it was another mutation."""
+    stored = MutationRecord.lookup(key.identity, key.session_id, key.request_id)
+    if stored is None:
+        return None
+    stored_request, payload = stored
+    if stored_request != request:
+        raise BadMessage(
+            f"request_id {key.request_id} was already used in this session for another mutation "
+            "or other arguments; send each new mutation with a new request_id."
+        )
+    return MutationOutcome(payload, get_backend().log.head(), replayed=True)
 
 
 def _run_mutation(
-    function: Function, args: dict[str, Any], user: Any, session_id: str | None, request_id: int | None
+    function: Function, args: dict[str, Any], user: Any, replay: tuple[ReplayKey, str] | None
 ) -> MutationOutcome:
     validated = function.validate_args(args)
+    session_id = replay[0].session_id if replay is not None else None
     ctx = Context.for_user(user, kind="mutation", session_id=session_id)
     for attempt in range(_SQLITE_ATTEMPTS):
         try:
             with commits.commit_versions() as published, transaction.atomic():
                 function.check_permission(ctx)
-                payload = encoding.dumps(function.func(ctx, **validated))
-                if session_id is not None and request_id is not None:
-                    MutationRecord.store(session_id, request_id, payload)
+                payload = encoding.dumps_result(function.name, function.func(ctx, **validated))
+                if replay is not None:
+                    key, request = replay
+                    MutationRecord.store(key.identity, key.session_id, key.request_id, request, payload)
             break
         except IntegrityError:
-            # Stored meanwhile by another process serving the same session: replay it.
-            stored = _stored_outcome(session_id, request_id) if session_id is not None else None
+            # Stored meanwhile by another process serving the same caller: replay it.
+            stored = _stored_outcome(*replay) if replay is not None else None
             if stored is None:
                 raise
             return stored
@@ -174,7 +221,7 @@ def call_action(name: str, args: dict[str, Any], user: Any) -> bytes:
     validated = function.validate_args(args)
     ctx = ActionContext.for_user(user, kind="action")
     function.check_permission(ctx)
-    return encoding.dumps(function.func(ctx, **validated))
+    return encoding.dumps_result(function.name, function.func(ctx, **validated))
 
 
 class ActionContext(Context):

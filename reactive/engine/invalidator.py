@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth import get_user_model
-
+from ..auth import active_user
 from ..backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release, Subscribed
 from ..errors import ProtocolError
 from ..functions import encoding
 from ..functions.context import Context
 from ..functions.registry import Function, get_function
 from ..models import MutationRecord
+from ..records import ANYONE
 from ..settings import reactive_settings
 from .execution import QueryRun, run_query, server_error
 from .instances import SHARED, candidate_ids, identity_of, instance_base, instance_id
@@ -80,11 +80,13 @@ class Invalidator:
         if not records and not requests and not self._rerun_all:
             return False
         batch = Batch(records[-1].version if records else self.version)
+        batch.revoked = frozenset().union(*(record.revoked for record in records))
         affected: set[str] = set(self.instances) if self._rerun_all else set()
+        if self._rerun_all:  # the backend lost its state, and the records with it
+            batch.revoked = frozenset({ANYONE})
         self._rerun_all = False
-        if records and records[0].version != self.version + 1:
-            # Records were trimmed before we read them: anything may have changed.
-            affected = set(self.instances)
+        # Records pruned before we read them come back as one record of every table: it matches
+        # every instance (backends/changelog.py).
         affected |= self.backend.index.match_all(records)
         ensures = []
         for request in requests:
@@ -156,14 +158,19 @@ class Invalidator:
             )
 
     def reap_dead_hubs(self) -> None:
-        """Release what hubs that stopped heartbeating held (a server process died)."""
+        """Release what hubs that stopped heartbeating held (a server process died, or stalled:
+        then it is told, and subscribes everything again)."""
         live = self.backend.live_hubs()
         if live is None:
             return
+        released: set[str] = set()
         for instance in list(self.instances.values()):
             for hub_id in instance.hubs - live:
                 self._release(hub_id, instance.id)
+                released.add(hub_id)
         self._persist()
+        if released:
+            self.backend.deliver(Batch(self.version, released_hubs=frozenset(released)))
 
     def _persist(self) -> None:
         changed = [self.instances[i] for i in self._changed - self._dropped if i in self.instances]
@@ -265,6 +272,7 @@ class Invalidator:
 
 
 def _user_loader(user_id: object | None) -> Callable[[], Any]:
+    # As Django loads a signed-in user: an inactive one (with the default backend) is nobody.
     if user_id is None:
         return lambda: None
-    return lambda: get_user_model()._default_manager.filter(pk=user_id).first()
+    return lambda: active_user(user_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,10 @@ from typing import Any
 import orjson
 from django.db import models
 from django.db.models.query import QuerySet
+
+from ..errors import UnencodableResult
+
+logger = logging.getLogger("reactive.execution")
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
@@ -39,7 +44,18 @@ def _default(value: Any) -> Any:
         return value.total_seconds()
     if isinstance(value, uuid.UUID | datetime.date | datetime.time):
         return str(value)
-    raise TypeError(f"Cannot encode {type(value).__name__} as JSON: return JSON values, models or querysets.")
+    raise Unencodable(value)
+
+
+class Unencodable(TypeError):
+    """A value of a type JSON cannot hold (orjson raises its own error with this as the cause)."""
+
+    def __init__(self, value: Any) -> None:
+        kind = type(value)
+        self.type_name = (
+            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        super().__init__(f"Cannot encode {self.type_name} as JSON: return JSON values, models or querysets.")
 
 
 def instance_as_dict(instance: models.Model) -> dict[str, Any]:
@@ -58,6 +74,29 @@ def dumps(value: Any) -> bytes:
         if not _beyond_orjson(exc):
             raise
         return _dumps_slow(value, sort_keys=False)
+
+
+def dumps_result(function_name: str, value: Any) -> bytes:
+    """The JSON bytes of what ``function_name`` returned; ``UnencodableResult`` naming the function
+    and the type (never the value, so any client may see it) if JSON cannot hold it."""
+    try:
+        return dumps(value)
+    except TypeError as exc:  # orjson's JSONEncodeError, or the standard library's path
+        error = exc
+    cause = error if isinstance(error, Unencodable) else error.__cause__
+    if cause is not None and not isinstance(cause, Unencodable):
+        # Raised while evaluating a lazy queryset or the like: the function's own error.
+        raise cause
+    # orjson's own refusals (a surrogate in a string, nesting too deep) name no value either.
+    what = (
+        f"a value of type {cause.type_name}" if cause is not None else f"a value JSON cannot hold ({error})"
+    )
+    unencodable = UnencodableResult(
+        f"{function_name} returned {what}, which cannot be sent as JSON: return JSON values "
+        "(dict, list, str, int, float, bool, None), dates, decimals, UUIDs, model instances or querysets."
+    )
+    logger.error("%s", unencodable.message)
+    raise unencodable from error
 
 
 def dumps_canonical(value: Any) -> bytes:

@@ -2,10 +2,14 @@
 
 A page is the rows strictly after ``cursor`` in the queryset's ordering: up to ``num_items`` of
 them, or, once the client has fixed the page's ``end_cursor``, exactly the rows up to and
-including ``end_cursor`` however many that is now. A cursor names a position in the ordering,
-not a row: it holds the ordering values of a row (plus its primary key, which makes the order
-total), so a page boundary stays put when the row it came from is edited or deleted, and the
-pages of one client never overlap or leave a gap.
+including ``end_cursor`` however many that is now, up to ``PAGINATION_MAX_ITEMS``. A cursor
+names a position in the ordering, not a row: it holds the ordering values of a row (plus its
+primary key, which makes the order total), so a page boundary stays put when the row it came
+from is edited or deleted, and the pages of one client never overlap or leave a gap.
+
+Cursors are signed (Django's ``signing``, with a salt of their own): a client can hand back
+only positions the server gave it, so a made-up ``end_cursor`` cannot ask for a page of any
+size, and a cursor is ``invalid_args`` unless this server made it.
 
 The keyset conditions are plain ORM filters (``Q(created__lt=x) | Q(created=x, pk__lt=y)``):
 no raw SQL, so the engine sees the reads like any other query's.
@@ -14,13 +18,13 @@ no raw SQL, so the engine sees the reads like any other query's.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import orjson
+from django.core import signing
 from django.core.exceptions import FieldError, ValidationError
 from django.db import connections
 from django.db.models import F, Field, Model, OrderBy, Q, QuerySet
@@ -34,22 +38,29 @@ from django.db.models.utils import create_namedtuple_class
 from django.utils.duration import duration_iso_string
 from rest_framework import serializers
 
-from ..errors import InvalidArgs, ReactiveError, plain_errors
+from ..errors import InvalidArgs, plain_errors
+from ..settings import reactive_settings
 from . import encoding
 
 # The continue_cursor of an empty first page: the position before every row. As a `cursor` it
-# means "from the start"; as an `end_cursor` it makes the page empty. Real cursors are base64 of
-# a JSON list, so they start with "W" and never equal it.
+# means "from the start"; as an `end_cursor` it makes the page empty. It names no row, so it
+# needs no signature; signed cursors hold a ":" and never equal it.
 START_CURSOR = "start"
 
-MAX_NUM_ITEMS = 1000
+# Cursors are signed with SECRET_KEY under this salt, so no other signed value (a sign-in
+# token, a session) passes for one.
+_CURSOR_SALT = "reactive.pagination.cursor"
+_INVALID_CURSOR = "Invalid cursor: pass back a cursor that this query returned."
 
 # Names of the annotations that fetch each row's ordering values along with the row.
 _ALIAS_PREFIX = "_reactive_cursor_"
 
 
 class _CursorField(serializers.CharField):
-    """A cursor: a string as given (DRF's CharField would turn a number into one)."""
+    """A cursor: a string as given (DRF's CharField would turn a number into one), signed by
+    this server. Only the signature is checked here; ``paginate`` reads the position."""
+
+    default_error_messages = {"forged": _INVALID_CURSOR}
 
     def __init__(self) -> None:
         super().__init__(allow_null=True, required=False, default=None, trim_whitespace=False)
@@ -57,6 +68,11 @@ class _CursorField(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
+        if data != START_CURSOR:
+            try:
+                _signer().unsign(data)
+            except signing.BadSignature:
+                self.fail("forged")
         return super().to_internal_value(data)
 
 
@@ -66,9 +82,16 @@ class PaginationOptions(serializers.Serializer):
     Declare it as ``args={..., "pagination": PaginationOptions()}``.
     """
 
-    num_items = serializers.IntegerField(min_value=1, max_value=MAX_NUM_ITEMS)
+    num_items = serializers.IntegerField(min_value=1)
     cursor = _CursorField()
     end_cursor = _CursorField()
+
+    def validate_num_items(self, value: int) -> int:
+        # The largest page is a setting, so it is read when validating, not when declaring.
+        limit = reactive_settings.PAGINATION_MAX_ITEMS
+        if value > limit:
+            raise serializers.ValidationError(f"Ensure this value is less than or equal to {limit}.")
+        return value
 
 
 class Page(TypedDict):
@@ -130,7 +153,9 @@ def paginate(queryset: QuerySet, pagination: Mapping[str, Any]) -> Page:
     fields across foreign keys (``"author__username"``), annotations, ``F()`` and
     ``F().asc()/.desc()`` with ``nulls_first``/``nulls_last``; the primary key is added as the
     last tie-break. Page items are what the queryset yields (instances, dicts or tuples).
-    Raises ``ReactiveError("Invalid cursor.")`` for a cursor this queryset did not make, and
+    A page never holds more than ``PAGINATION_MAX_ITEMS`` rows: a page fixed by ``end_cursor``
+    that has grown past it is cut there, with ``is_done`` false and a ``continue_cursor`` at its
+    last row. Raises ``InvalidArgs`` for a cursor this queryset did not make, and
     ``UnsupportedQueryset`` for an ordering that cannot be paged (random, raw SQL, expressions,
     across a to-many relation) or a sliced, combined or aggregated queryset.
     """
@@ -144,16 +169,23 @@ def paginate(queryset: QuerySet, pagination: Mapping[str, Any]) -> Page:
 
     cursor, end_cursor = options["cursor"], options["end_cursor"]
     if cursor is not None:
-        start = _decode(cursor, keys, fields)
+        start = _decode(cursor, "cursor", keys, fields)
         if start is not None:
             fetch = fetch.filter(_beyond(keys, start, after=True))
 
     if end_cursor is not None:
-        end = _decode(end_cursor, keys, fields)
+        end = _decode(end_cursor, "end_cursor", keys, fields)
         if end is None:
             # Up to the start: nothing, and done if there is no row at all.
             return {"page": [], "is_done": not ordered.exists(), "continue_cursor": end_cursor}
-        rows = _fetch(queryset, fetch.filter(_up_to(keys, end)), aliases)
+        limit = reactive_settings.PAGINATION_MAX_ITEMS
+        rows = _fetch(queryset, fetch.filter(_up_to(keys, end))[: limit + 1], aliases)
+        if len(rows) > limit:
+            # Rows inserted into a fixed page grew it past the largest page: it ends at its last
+            # row instead, and the rows after it up to end_cursor are a page of their own.
+            rows = rows[:limit]
+            cut = _encode(rows[-1][1])
+            return {"page": [row for row, _ in rows], "is_done": False, "continue_cursor": cut}
         is_done = not ordered.filter(_beyond(keys, end, after=True)).exists()
         return {"page": [row for row, _ in rows], "is_done": is_done, "continue_cursor": end_cursor}
 
@@ -363,9 +395,25 @@ def _fetch(queryset: QuerySet, fetch: QuerySet, aliases: Sequence[str]) -> list[
     return rows
 
 
+class _CursorSerializer:
+    """``signing``'s serializer for cursors: the one JSON encoding of results, as bytes."""
+
+    def dumps(self, value: Any) -> bytes:
+        return encoding.dumps(value)
+
+    def loads(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+def _signer() -> signing.Signer:
+    # Made per use: SECRET_KEY (and its fallbacks) are read when a Signer is made.
+    return signing.Signer(salt=_CURSOR_SALT)
+
+
 def _encode(values: Sequence[Any]) -> str:
-    data = encoding.dumps([_cursor_value(value) for value in values])
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """A signed cursor: the position's values as JSON, compressed if that is shorter."""
+    data = [_cursor_value(value) for value in values]
+    return _signer().sign_object(data, serializer=_CursorSerializer, compress=True)
 
 
 def _cursor_value(value: Any) -> Any:
@@ -377,23 +425,27 @@ def _cursor_value(value: Any) -> Any:
     return value
 
 
-def _decode(cursor: str, keys: Sequence[_Key], fields: Sequence[Field]) -> list[Any] | None:
-    """The ordering values a cursor holds, as Python values; None for ``START_CURSOR``."""
+def _decode(cursor: str, name: str, keys: Sequence[_Key], fields: Sequence[Field]) -> list[Any] | None:
+    """The ordering values of the cursor given as ``name``; None for ``START_CURSOR``.
+
+    A signed cursor of another queryset's ordering is ``InvalidArgs`` as well when its shape or
+    values do not fit this one.
+    """
     if cursor == START_CURSOR:
         return None
+    invalid = InvalidArgs(_INVALID_CURSOR, {"pagination": {name: [_INVALID_CURSOR]}})
     try:
-        data = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        raw = orjson.loads(data)
-    except (binascii.Error, ValueError, TypeError):
-        raise ReactiveError("Invalid cursor.") from None
+        raw = _signer().unsign_object(cursor, serializer=_CursorSerializer)
+    except (signing.BadSignature, ValueError):
+        raise invalid from None
     if not isinstance(raw, list) or len(raw) != len(keys):
-        raise ReactiveError("Invalid cursor.")
+        raise invalid
     if any(value is None and not key.nullable for key, value in zip(keys, raw, strict=True)):
-        raise ReactiveError("Invalid cursor.")
+        raise invalid
     try:
         return [
             None if value is None else field.to_python(value)
             for field, value in zip(fields, raw, strict=True)
         ]
     except (ValidationError, ValueError, TypeError, ArithmeticError):
-        raise ReactiveError("Invalid cursor.") from None
+        raise invalid from None

@@ -3,7 +3,9 @@
 Pushed frames never pass through the channel layer or a thread: the process's hub calls
 ``push_transition``, which queues the text for this socket's writer task. User code (mutations,
 actions, token checks) runs in the user-code pool (``executors.py``), one mutation at a time per
-connection, in the order sent, and at most ``MAX_CONCURRENT_CALLS`` calls at once.
+connection, in the order sent, and at most ``MAX_CONCURRENT_CALLS`` calls at once. Each mutation
+and action runs as the user as Django sees them at that moment (``identity.py``), not as they
+were when the socket opened.
 
 Isolation: whatever a client sends is answered on the request it concerns. A frame that makes
 the server fail unexpectedly gets a ``server_error`` naming it, and the connection goes on;
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,8 @@ from ..settings import reactive_settings
 from . import protocol
 from .executors import run_user_code
 from .hub import Hub, get_hub
+from .identity import ANONYMOUS, Identity, identity_of_token
+from .installation import app_installed, require_app_installed
 from .throttling import ConnectionCounter, TokenBucket
 
 logger = logging.getLogger("reactive.consumers")
@@ -67,8 +72,13 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        self.set_user(user if user is not None and user.is_authenticated else None)
+        user, session = self.scope.get("user"), self.scope.get("session")
+        try:
+            identity = Identity.of_handshake(user, session)
+        except SynchronousOnlyOperation:  # a session that no middleware has loaded yet
+            identity = await run_user_code(Identity.of_handshake, user, session)
+        self.set_identity(identity)
+        self._rechecking = self._recheck_again = False
         self.session_id: str | None = None
         self.subscriptions: dict[int, Subscription] = {}
         self.last_version = 0
@@ -100,9 +110,14 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=protocol.error_frame(refusal))
             await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
             return
+        self._spawn(self._write_outbox())
+        if not app_installed():
+            # No hub (its backend needs the app's tables): every frame but a ping is answered
+            # with what to add (receive() checks).
+            self.hub = None  # type: ignore[assignment]
+            return
         self.hub = await get_hub()
         self.hub.consumers.add(self)
-        self._spawn(self._write_outbox())
         self._spawn(self._run_mutations())
 
     def _count_connection(self) -> LimitExceeded | None:
@@ -128,21 +143,23 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         if getattr(self, "closed", True):
             return
         self.closed = True
+        for task in self._tasks:
+            task.cancel()
+        if self.hub is None:
+            return
         self.hub.consumers.discard(self)
         for sub_id, subscription in list(self.subscriptions.items()):
             self.hub.unsubscribe(self, sub_id, subscription.instance_id)
         self.subscriptions.clear()
         self.args_bytes = 0
-        for task in self._tasks:
-            task.cancel()
 
     def close_for_restart(self) -> None:
         """Close so that the client reconnects and subscribes again (the backend went away)."""
         self._spawn(self.close(code=CLOSE_RESTART))
 
-    def set_user(self, user: Any) -> None:
-        self.user = user
-        self.user_id = user.pk if user is not None else None
+    def set_identity(self, identity: Identity) -> None:
+        self.identity = identity
+        self.user_id = identity.user_id
 
     # Outgoing ----------------------------------------------------------------------------
 
@@ -239,6 +256,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                 raise
             if not self.bucket.take():
                 raise RateLimited()
+            if frame["type"] != "ping":
+                require_app_installed()
             frame["_size"] = len(text_data)  # characters: close enough to bytes for a bound
             await getattr(self, "on_" + frame["type"])(frame)
         except ProtocolError as error:
@@ -321,14 +340,21 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
     async def on_authenticate(self, frame: dict[str, Any]) -> None:
         token = frame["token"]
         if token is None:
-            user = None
-        else:
-            user = await self._call(reactive_settings.TOKEN_AUTHENTICATOR, token)
-            if user is None:
-                raise Unauthenticated("Invalid or expired token.")
-        if (user.pk if user is not None else None) == self.user_id:
+            self.switch_identity(ANONYMOUS)
             return
-        self.set_user(user)
+        identity = await self._call(identity_of_token, token)
+        if identity is None:
+            # Whoever the socket was before, a refused token leaves it signed out.
+            self.switch_identity(ANONYMOUS)
+            raise Unauthenticated("Invalid or expired token.")
+        self.switch_identity(identity)
+
+    def switch_identity(self, identity: Identity) -> None:
+        """Act as ``identity`` from now on; subscriptions that read the user run again as it."""
+        previous = self.user_id
+        self.set_identity(identity)
+        if identity.user_id == previous:
+            return
         # Only subscriptions whose query read the identity (or may yet) run again.
         for sub_id, subscription in list(self.subscriptions.items()):
             if subscription.instance_id is None or self.hub.is_identity_bound(subscription.instance_id):
@@ -355,6 +381,29 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         async with self._calls:
             return await run_user_code(func, *args, **kwargs)
 
+    async def _as_current_user(self, call: Callable[..., Any], name: str, args: Any, **kwargs: Any) -> Any:
+        """Run ``call(name, args, user=user)`` as user code, as the user this socket's sign-in
+        gives now (loaded again in that thread, as Django would for a request). If the sign-in has
+        ended, the call runs as nobody and the socket becomes anonymous."""
+        identity = self.identity
+        loaded: list[Any] = []
+
+        def run() -> Any:
+            loaded.append(guarded(name, identity.load_user))
+            return guarded(name, call, name, args, user=loaded[0], **kwargs)
+
+        try:
+            return await self._call(run)
+        finally:
+            if loaded:
+                self._confirm(identity, loaded[0])
+
+    def _confirm(self, identity: Identity, user: Any) -> None:
+        """``identity`` was just loaded as ``user``: if it has ended and is still this socket's,
+        the socket becomes anonymous."""
+        if user is None and identity.user_id is not None and identity is self.identity:
+            self.switch_identity(ANONYMOUS)
+
     # Requests ----------------------------------------------------------------------------
 
     async def _run_mutations(self) -> None:
@@ -369,13 +418,10 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         request_id = frame["request_id"]
         try:
             try:
-                outcome = await self._call(
-                    guarded,
-                    frame["name"],
+                outcome = await self._as_current_user(
                     call_mutation,
                     frame["name"],
                     frame["args"],
-                    self.user,
                     session_id=self.session_id,
                     request_id=request_id,
                 )
@@ -397,9 +443,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
     async def _run_action(self, frame: dict[str, Any]) -> None:
         request_id = frame["request_id"]
         try:
-            payload = await self._call(
-                guarded, frame["name"], call_action, frame["name"], frame["args"], self.user
-            )
+            payload = await self._as_current_user(call_action, frame["name"], frame["args"])
             self.push(protocol.action_result_frame(request_id, payload))
         except ProtocolError as error:
             self.push(protocol.failed_result_frame("action_result", request_id, error))
@@ -431,3 +475,33 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self.hub.unsubscribe(self, sub_id, subscription.instance_id)
         subscription.instance_id = subscription.request_id = None
         self.hub.subscribe(self, sub_id, subscription.function.name, subscription.canonical_args)
+
+    def recheck_identity(self) -> None:
+        """A commit may have ended this socket's sign-in (the hub saw its user or session among a
+        batch's ``revoked``): load it again, in a worker thread, and sign out if it has ended."""
+        if self._rechecking:
+            # The running check may have read before that commit: run one more after it.
+            self._recheck_again = True
+            return
+        self._rechecking = True
+        self._spawn(self._recheck())
+
+    async def _recheck(self) -> None:
+        try:
+            while not self.closed:
+                self._recheck_again = False
+                identity = self.identity
+                if identity.user_id is None:
+                    return
+                try:
+                    user = await self._call(identity.load_user)
+                except Exception as exc:
+                    # Mutations and actions still load the user before they run; the next
+                    # revocation or call checks again.
+                    logger.warning("Could not re-check the sign-in of %r: %s", identity, exc, exc_info=exc)
+                    return
+                self._confirm(identity, user)
+                if not self._recheck_again:
+                    return
+        finally:
+            self._rechecking = False

@@ -18,23 +18,29 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
+from django.db import connection
+
 from ..backends import get_backend
 from ..backends.base import BackendUnavailable, Batch, Ensure, Release
 from ..engine import worker
 from ..engine.execution import server_error
 from ..engine.instances import candidate_ids, instance_base
 from ..functions import encoding
+from .identity import Identity
 
 logger = logging.getLogger("reactive.hub")
 
 # How long a new hub waits for this process's worker to take its first turn at the lease.
 WORKER_START_SECONDS = 10.0
+# How long a new hub may take to connect to the backend.
+CONNECT_SECONDS = 10.0
 
 
 class Subscriber(Protocol):
     """What the hub needs of a connection (``consumer.Subscriber`` implements it)."""
 
     user_id: object | None
+    identity: Identity
 
     def push_transition(self, version: int, entries: list[str]) -> None:
         """Queue one ``transition`` frame made of these update entries."""
@@ -53,6 +59,9 @@ class Subscriber(Protocol):
 
     def close_for_restart(self) -> None:
         """Close the connection so that the client reconnects (the backend is unreachable)."""
+
+    def recheck_identity(self) -> None:
+        """A commit may have ended the connection's sign-in: check it again (in the background)."""
 
 
 class LocalInstance:
@@ -90,7 +99,7 @@ class Hub:
         self.loop = loop
         self.backend = get_backend()
         self.instances: dict[str, LocalInstance] = {}
-        self.processed_version = self.backend.log.head()
+        self.processed_version = 0  # the log's head once connected (a database read)
         self._requests: dict[int, _Pending] = {}
         self._request_ids = itertools.count(1)
         # Instance ids an in-flight Ensure may map to: not released while one may land on them.
@@ -102,7 +111,16 @@ class Hub:
         self.connected = loop.create_task(self._connect())
 
     async def _connect(self) -> None:
-        await self.backend.connect_hub(self)
+        # Bounded: a backend that does not answer fails this hub, and the next connection
+        # makes a new one, rather than every later socket waiting on this one for ever.
+        try:
+            async with asyncio.timeout(CONNECT_SECONDS):
+                head = await asyncio.to_thread(_log_head, self.backend)
+                self.processed_version = max(self.processed_version, head)
+                await self.backend.connect_hub(self)
+        except BaseException:
+            self.close()  # the next socket makes a new hub (the backend may be back by then)
+            raise
         started = worker.ensure_running(self.backend)
         if started is not None:
             # A mutation's result waits for the batch of its commit: the worker must be reading.
@@ -215,9 +233,15 @@ class Hub:
                 for sub_id in sub_ids:
                     consumer.resubscribe(sub_id)
         self._pending_candidates = +self._pending_candidates  # drop zero counts
+        if self.hub_id in batch.released_hubs:
+            self.rejoin()
         self.processed_version = max(self.processed_version, batch.version)
         for consumer, entries in frames.items():
             consumer.push_transition(self.processed_version, entries)
+        if batch.revoked:  # a logout, a deactivation, a password change...: rare, so a scan
+            for consumer in list(self.consumers):
+                if consumer.identity.concerned_by(batch.revoked):
+                    consumer.recheck_identity()
         while self._waiters and self._waiters[0][0] <= self.processed_version:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
@@ -282,6 +306,15 @@ class Hub:
             self.backend.disconnect_hub(self)
 
 
+def _log_head(backend) -> int:
+    """The log's head, read once per hub in a thread of the loop's executor (it then lets go of
+    the connection it opened there)."""
+    try:
+        return backend.log.head()
+    finally:
+        connection.close()
+
+
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
 
 
@@ -290,11 +323,19 @@ async def get_hub() -> Hub:
     connected to the backend: it receives every batch sent after its first request."""
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
-    if hub is None or hub.closed or hub.backend is not get_backend():
+    if hub is None or hub.closed or hub.backend is not get_backend() or _failed(hub.connected):
         for other_loop, other in list(_hubs.items()):
             if other_loop.is_closed() or other is hub:
                 other.close()
                 del _hubs[other_loop]
         hub = _hubs[loop] = Hub(loop)
-    await asyncio.shield(hub.connected)
+    try:
+        await asyncio.shield(hub.connected)
+    except Exception:
+        hub.close()  # the next connection makes a new hub (the backend may be back by then)
+        raise
     return hub
+
+
+def _failed(task: asyncio.Task) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)

@@ -3,10 +3,12 @@ inside the server's process, and queries that exercise error and identity paths.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.permissions import IsAdminUser
 
 from reactive import ReactiveError, action, mutation, query
 from reactive.engine.execution import call_query
@@ -16,8 +18,15 @@ from tests import writes
 
 @action(args={"path": serializers.CharField(), "kwargs": serializers.DictField(required=False, default=dict)})
 def write(ctx: Any, path: str, kwargs: dict[str, Any]) -> Any:
-    """Run one of ``tests.writes`` in the server's process."""
-    return writes.run(path, **kwargs)
+    """Run one of ``tests.writes`` in the server's process.
+
+    A write that fails (one that acts on a row a cascade deleted, say) answers its exception as a
+    ``user_error``, so tests see why whatever the server's DEBUG.
+    """
+    try:
+        return writes.run(path, **kwargs)
+    except Exception as exc:
+        raise ReactiveError(f"{type(exc).__name__}: {exc}") from exc
 
 
 @action(args={"name": serializers.CharField(), "args": serializers.DictField(required=False, default=dict)})
@@ -142,7 +151,86 @@ def add_task_counted(ctx: Any, text: str) -> int:
     return Task.objects.create(text=text).pk
 
 
+@mutation(args={"text": serializers.CharField()}, permission=lambda ctx: ctx.is_authenticated)
+def add_task_signed_in(ctx: Any, text: str) -> int:
+    """A write only a signed-in user may make."""
+    from project.tasks.models import Task
+
+    return Task.objects.create(text=text).pk
+
+
+@mutation(args={"text": serializers.CharField()}, permission=IsAdminUser)
+def add_task_as_staff(ctx: Any, text: str) -> int:
+    """A write only a staff user may make."""
+    from project.tasks.models import Task
+
+    return Task.objects.create(text=text).pk
+
+
+@query(args={"text": serializers.CharField()})
+def count_tasks(ctx: Any, text: str) -> int:
+    """How many tasks have this text (did a refused mutation write anyway?)."""
+    from project.tasks.models import Task
+
+    return Task.objects.filter(text=text).count()
+
+
 @action(args={"seconds": serializers.FloatField(min_value=0, max_value=5)})
 def slow_action(ctx: Any, seconds: float) -> str:
     time.sleep(seconds)
     return "done"
+
+
+# Actions that hold a thread until the test lets them go (the slow-actions isolation tests).
+_gates: dict[str, threading.Event] = {}
+_gates_lock = threading.Lock()
+
+
+def _gate(key: str) -> threading.Event:
+    with _gates_lock:
+        return _gates.setdefault(key, threading.Event())
+
+
+@action(
+    args={
+        "key": serializers.CharField(max_length=64),
+        "padding": serializers.CharField(required=False, allow_blank=True, default=""),
+    }
+)
+def wait_for_gate(ctx: Any, key: str, padding: str) -> str:
+    """Block this call's thread until ``open_gate(key)`` (at most a minute)."""
+    if not _gate(key).wait(timeout=60):
+        raise ReactiveError(f"gate {key!r} was never opened")
+    return key
+
+
+@action(args={"key": serializers.CharField(max_length=64)})
+def open_gate(ctx: Any, key: str) -> None:
+    _gate(key).set()
+
+
+@query(args={"kind": serializers.ChoiceField(["value", "error"])})
+def big_number(ctx: Any, kind: str) -> int:
+    """An integer beyond 64 bits, as a result or in an error's data."""
+    if kind == "error":
+        raise ReactiveError("A big number.", {"n": 10**30})
+    return 10**30
+
+
+class Weird:
+    """A type JSON cannot hold."""
+
+
+@query
+def unencodable(ctx: Any) -> Any:
+    return {"rows": [Weird()]}
+
+
+@mutation
+def unencodable_mutation(ctx: Any) -> Any:
+    return Weird()
+
+
+@action
+def unencodable_action(ctx: Any) -> Any:
+    return [Weird()]

@@ -34,9 +34,19 @@ export interface ConnectionState {
   hasInflightRequests: boolean;
 }
 
+/** What the client uses of a WebSocket: the browser's, or Node's `ws` package's. */
+export interface WebSocketLike {
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+}
+
 export interface ReactiveClientOptions {
   /** A WebSocket constructor; defaults to `globalThis.WebSocket` (Node 20: pass `ws`'s). */
-  WebSocket?: new (url: string) => WebSocket;
+  WebSocket?: new (url: string) => WebSocketLike;
   /** First reconnect wait, before jitter (100 ms). Each failed attempt doubles it. */
   backoffBaseMs?: number;
   /** Longest reconnect wait (16 000 ms). Jitter scales each wait by a factor in [0.5, 1]. */
@@ -57,10 +67,11 @@ export interface ReactiveClientOptions {
 
 /** What an optimistic update reads and writes. */
 export interface OptimisticLocalStore {
-  /** The query's shown value (with earlier updates applied), or undefined if not loaded. */
-  getQuery<T = any>(name: string, args?: Args): T | undefined;
+  /** The query's shown value (with earlier updates applied), or undefined if not loaded.
+   * Name its type: `getQuery<Task[]>("tasks.list", {})`. */
+  getQuery<T = unknown>(name: string, args?: Args): T | undefined;
   /** Show `value` for the query until the mutation's result arrives (undefined: loading). */
-  setQuery<T = any>(name: string, args: Args | undefined, value: T | undefined): void;
+  setQuery<T = unknown>(name: string, args: Args | undefined, value: T | undefined): void;
 }
 
 export type OptimisticUpdate<A extends Args = Args> = (localStore: OptimisticLocalStore, args: A) => void;
@@ -141,3 +152,18 @@ export declare function queryToken(name: string, args?: Args): string;
 export declare function backoffDelay(retries: number, base?: number, max?: number, random?: () => number): number;
 /** The WebSocket URL for `url` (a ws/http URL or a path), resolved against the page. */
 export declare function resolveUrl(url?: string): string;
+
+/** A new temporary id for an optimistic row, recognisable by `isOptimistic`: `"optimistic:<random>"`. */
+export declare function optimisticId(): string;
+/** Whether `id` was made by `optimisticId` (a row the server has not confirmed yet). */
+export declare function isOptimistic(id: unknown): id is string;
+/**
+ * `rows` with `row` added (at the end, or the start), unless a row with the same value of `key`
+ * is already there: once the server's value holds the created row, that row shows alone.
+ */
+export declare function withOptimisticRow<T extends object, K extends keyof T>(
+  rows: readonly T[],
+  row: T,
+  key: K,
+  options?: { at?: "start" | "end" },
+): T[];

@@ -17,13 +17,14 @@
 
 import { canonicalJSON, queryToken } from "./internal/canonical.js";
 import { ReactiveError } from "./internal/errors.js";
-import { OptimisticLayer } from "./internal/optimistic_layer.js";
+import { OptimisticLayer, isOptimistic, optimisticId, withOptimisticRow } from "./internal/optimistic_layer.js";
 import { PaginatedQuery, PaginationStatus } from "./internal/paginated_query.js";
 import { QuerySet, subscribeFrame } from "./internal/query_set.js";
 import { RequestManager } from "./internal/request_manager.js";
 import { DEFAULT_OPTIONS, SocketManager, backoffDelay } from "./internal/socket_manager.js";
 
 export { canonicalJSON, queryToken, ReactiveError, PaginationStatus, backoffDelay, DEFAULT_OPTIONS };
+export { isOptimistic, optimisticId, withOptimisticRow };
 
 export const PROTOCOL_VERSION = 1;
 export const CLIENT_NAME = "django-reactive-queries-js/0.1.0";

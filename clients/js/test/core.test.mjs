@@ -1,6 +1,7 @@
 // Pure pieces of the client: query identity, URLs, argument checks.
 
 import assert from "node:assert/strict";
+import { createRequire } from "node:module";
 import { test } from "node:test";
 
 import { ReactiveClient, canonicalJSON, queryToken, resolveUrl } from "django-reactive-queries";
@@ -44,4 +45,10 @@ test("paginatedQuery checks its options", () => {
   } finally {
     client.close();
   }
+});
+
+test("the package exports its package.json, for tools that read its version", () => {
+  const require = createRequire(import.meta.url);
+  const path = require.resolve("django-reactive-queries/package.json");
+  assert.equal(require(path).name, "django-reactive-queries");
 });

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, test } from "node:test";
 
 import { WebSocket } from "ws";
 
-import { ReactiveClient, ReactiveError } from "django-reactive-queries";
+import { ReactiveClient, ReactiveError, isOptimistic, optimisticId, withOptimisticRow } from "django-reactive-queries";
 
 import { scriptedServer } from "../testing/scripted_server.mjs";
 import { Recorder, waitFor } from "../testing/wait.mjs";
@@ -194,4 +194,72 @@ test("after a reconnect an update stays until the resubscribed queries have thei
   await waitFor(() => !client._layer.has(resent.request_id), { message: "the update dropped" });
   assert.deepEqual(shown.last, todos(true));
   assert.equal(client._layer.updates.length, 0);
+});
+
+// Optimistic creates: the recipe of the README ("Creating a row").
+
+/** The README's addNote, against this test's client. */
+function addNote(text) {
+  const key = optimisticId();
+  const pending = client.mutation("notes.create", { text, key }, {
+    optimisticUpdate: (localStore) => {
+      const notes = localStore.getQuery("notes.list", {});
+      if (notes !== undefined) {
+        localStore.setQuery("notes.list", {}, withOptimisticRow(notes, { id: key, key, text }, "key"));
+      }
+    },
+  });
+  return { key, pending };
+}
+
+test("an optimistic row shows at once and steps aside, never doubled, when the server's row arrives", async () => {
+  const connection = await server.connection(0);
+  const shown = new Recorder();
+  client.onUpdate("notes.list", {}, shown.callback);
+  const subscribe = await connection.frame((frame) => frame.type === "subscribe");
+  const older = { id: 1, key: "made-elsewhere", text: "older" };
+  connection.send({ type: "transition", version: 1, updates: [{ id: subscribe.id, value: [older] }] });
+  await shown.next();
+
+  const { key, pending } = addNote("new");
+  assert.equal(shown.last.length, 2, "shown synchronously, before any frame");
+  const optimistic = shown.last[1];
+  assert.deepEqual(optimistic, { id: key, key, text: "new" });
+  assert.ok(isOptimistic(optimistic.id) && key.startsWith("optimistic:"));
+  const mutation = await connection.frame((frame) => frame.type === "mutation");
+  assert.deepEqual(mutation.args, { text: "new", key });
+
+  // Another client's row arrives first: the optimistic row stays, on top of it.
+  const other = { id: 2, key: "other", text: "someone else's" };
+  connection.send({ type: "transition", version: 2, updates: [{ id: subscribe.id, value: [older, other] }] });
+  await shown.next((value) => value.length === 3);
+  assert.deepEqual(shown.last, [older, other, optimistic]);
+
+  // The mutation's own commit arrives before its result (guarantee 6): the real row alone.
+  const real = { id: 3, key, text: "new" };
+  connection.send({ type: "transition", version: 3, updates: [{ id: subscribe.id, value: [older, other, real] }] });
+  await shown.next((value) => value.some((note) => note.id === 3));
+  assert.deepEqual(shown.last, [older, other, real]);
+  assert.equal(isOptimistic(shown.last[2].id), false);
+
+  connection.send({ type: "mutation_result", request_id: mutation.request_id, ok: true, value: 3, version: 3 });
+  assert.equal(await pending, 3);
+  assert.deepEqual(shown.last, [older, other, real]);
+  for (const value of shown.values) {
+    const keys = value.map((note) => note.key);
+    assert.equal(new Set(keys).size, keys.length, `a row shown twice: ${JSON.stringify(value)}`);
+  }
+});
+
+test("optimistic ids are distinct and recognisable; withOptimisticRow adds only what is missing", () => {
+  const ids = new Set(Array.from({ length: 100 }, () => optimisticId()));
+  assert.equal(ids.size, 100);
+  for (const id of ids) assert.ok(isOptimistic(id));
+  for (const id of [1, "1", "optimistic", null, undefined, { id: "optimistic:x" }]) assert.equal(isOptimistic(id), false);
+
+  const rows = [{ key: "a" }];
+  assert.deepEqual(withOptimisticRow(rows, { key: "b" }, "key"), [{ key: "a" }, { key: "b" }]);
+  assert.deepEqual(withOptimisticRow(rows, { key: "b" }, "key", { at: "start" }), [{ key: "b" }, { key: "a" }]);
+  assert.equal(withOptimisticRow(rows, { key: "a", extra: 1 }, "key"), rows, "already there: the same array");
+  assert.deepEqual(rows, [{ key: "a" }], "never modified");
 });

@@ -1,12 +1,13 @@
 """The Redis backend: many server processes, one worker, one truth.
 
-- The change log is a Redis stream, appended after the outermost commit by whichever process
-  committed (web, admin, shell, management command): one Lua call allocates the version and
-  appends the record.
+- The change log is the database's ``reactive_changelog`` table (``backends/changelog.py``):
+  whichever process commits (web, admin, shell, management command) appends its record inside
+  its own transaction, so writers need no Redis to commit and nothing is lost if a writer dies
+  or Redis is down; the worker tails it in commit order and resumes from its saved version.
 - The read-set index lives in Redis (``reactive/lua/register.lua``, ``match.lua``): one round
   trip to register an instance's read set, one to match a change record.
-- Hubs send their subscribe and release requests to a second stream; the worker (``manage.py
-  reactive_worker``, holding a lease) reads both streams, runs the invalidator, and sends each
+- Hubs send their subscribe and release requests to a stream; the worker (``manage.py
+  reactive_worker``, holding a lease) reads it and the change log, runs the invalidator, and sends each
   server process one message per batch through the channel layer (channels_redis), numbered so
   a process that misses one resyncs from the instances' latest results stored in Redis.
 - Each server process heartbeats; the worker releases the instances of a process that stops.
@@ -15,7 +16,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +28,10 @@ import orjson
 import redis
 from channels.layers import get_channel_layer
 
-from ...records import ChangeRecord
+from ...records import ANYONE, ChangeRecord
 from ...settings import reactive_settings
 from ..base import Backend, BackendUnavailable, Batch, DropHub, InstanceUpdate, Request
+from ..changelog import DatabaseLog, LogTail
 from .index import RedisIndex
 from .keys import (
     EPOCH,
@@ -38,16 +42,16 @@ from .keys import (
     INSTANCE_IDS,
     LEASE,
     LEASE_MS,
-    LOG,
     PROGRESS,
     REQUESTS,
     REQUESTS_LENGTH,
     script,
 )
-from .log import RedisLog, record_of
 from .transport import LayerSender, batch_of, request_of, request_payload
 
 logger = logging.getLogger("reactive.redis")
+
+PING = "reactive.ping"  # what a hub sends itself to check that the channel layer delivers
 
 
 class RedisBackend(Backend):
@@ -58,12 +62,25 @@ class RedisBackend(Backend):
         super().__init__()
         self.url = url
         self.client = redis.Redis.from_url(url, max_connections=200, health_check_interval=10)
-        self.log = RedisLog(self.client)
+        self.log = DatabaseLog()
         self.index = RedisIndex(self.client)
         self._renew = script(self.client, "renew")
         self._hubs: dict[str, Any] = {}
         self._hub_tasks: dict[str, list[asyncio.Task]] = {}
+        self._heard: dict[str, float] = {}  # hub id -> when its last message arrived (monotonic)
+        # Worker side: the change log's tail and the requests read ahead by a thread, both
+        # waited for on one condition. ``_requests_cursor`` is the last request handed to the
+        # invalidator (saved with the progress), ``_read_cursor`` the last one read from Redis.
+        self._wakeup = threading.Condition()
+        self.tail = LogTail(self.log, self._wakeup)
+        self._requests: collections.deque[tuple[str, Request]] = collections.deque()
         self._requests_cursor = "0-0"
+        self._read_cursor = "0-0"
+        self._read_generation = 0
+        self._read_error: Exception | None = None
+        self._reader: threading.Thread | None = None
+        self._reading = threading.Event()  # set while this process leads (a standby reads none)
+        self._closed = threading.Event()
         self._sender: LayerSender | None = None
         self._hub_seq: dict[str, int] = {}
         self.epoch = uuid.uuid4().hex
@@ -86,10 +103,15 @@ class RedisBackend(Backend):
         return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)
 
     async def connect_hub(self, hub) -> None:
+        try:
+            await self._in_io_thread(self.client.ping)  # fail fast while Redis is down
+        except redis.RedisError as exc:
+            raise BackendUnavailable(str(exc)) from exc
         # Subscribed before the hub is announced: no batch sent to it can be missed.
         hub.hub_id = await get_channel_layer().new_channel("reactive.hub.")
         self._hubs[hub.hub_id] = hub
         await self._in_io_thread(self.client.zadd, HUBS, {hub.hub_id: time.time() + HUB_TIMEOUT_SECONDS})
+        self._heard[hub.hub_id] = time.monotonic()
         self._hub_tasks[hub.hub_id] = [
             hub.loop.create_task(self._receive_batches(hub)),
             hub.loop.create_task(self._heartbeat(hub)),
@@ -100,6 +122,7 @@ class RedisBackend(Backend):
             return
         for task in self._hub_tasks.pop(hub.hub_id, []):
             task.cancel()
+        self._heard.pop(hub.hub_id, None)
         try:
             self.client.zrem(HUBS, hub.hub_id)
             self.submit(DropHub(hub.hub_id))
@@ -118,6 +141,20 @@ class RedisBackend(Backend):
                 # The deadline passed before this beat (the process was stalled): the worker may
                 # have released this process's instances. Subscribe them again, at once.
                 hub.rejoin()
+            # The worker sends something every second; when it is silent (busy, or failing over)
+            # the hub pings itself through the channel layer. If not even that arrives, the
+            # layer has lost this process's subscription (a Redis restart can leave it so): a new
+            # hub subscribes afresh, and its sockets' clients reconnect to it.
+            silent = time.monotonic() - self._heard.get(hub.hub_id, time.monotonic())
+            if silent > 2 * HEARTBEAT_SECONDS:
+                hub.fail(f"nothing arrived through the channel layer for {silent:.0f} s")
+                return
+            if silent > HEARTBEAT_SECONDS:
+                try:
+                    await get_channel_layer().send(hub.hub_id, {"type": PING})
+                except Exception as exc:
+                    hub.fail(f"the channel layer is unreachable: {exc}")
+                    return
 
     def _beat(self, hub_id: str) -> float | None:
         """Push this hub's deadline forward; return the deadline it had (None: forgotten)."""
@@ -138,6 +175,9 @@ class RedisBackend(Backend):
             except Exception as exc:
                 hub.fail(f"receiving batches failed: {exc}")
                 return
+            self._heard[hub.hub_id] = time.monotonic()
+            if message["type"] == PING:
+                continue
             epoch, seq = message["epoch"], message["seq"]
             if (epoch, seq) != (expected or (epoch, 0)):
                 # A message was lost (channels_redis drops when its connection does), or a new
@@ -148,10 +188,14 @@ class RedisBackend(Backend):
 
     async def _resync(self, hub) -> None:
         stored = await self._in_io_thread(self._stored_results, list(hub.instances))
-        batch = Batch(version=int(stored.pop("__version__")))
+        # The lost message may have ended sign-ins: every signed-in socket is checked again.
+        batch = Batch(version=int(stored.pop("__version__")), revoked=frozenset({ANYONE}))
         for instance_id, (payload, is_error) in stored.items():
             batch.updates.append(InstanceUpdate(instance_id, payload, is_error))
         hub.apply_batch(batch)
+        # The lost message may have held replies to subscribes: ask again (attaching twice is
+        # harmless; a reply that was lost would otherwise leave its subscription waiting).
+        hub.resubmit_pending()
 
     def _stored_results(self, instance_ids: list[str]) -> dict[str, Any]:
         pipe = self.client.pipeline(transaction=False)
@@ -167,19 +211,55 @@ class RedisBackend(Backend):
 
     # Worker side -------------------------------------------------------------------------
 
+    def log_committed(self, version: int) -> None:
+        self.tail.wake()
+
     def next_work(self, after: int, timeout: float) -> tuple[list[ChangeRecord], list[Request]]:
-        streams = {LOG: f"{after}-0", REQUESTS: self._requests_cursor}
-        response = self.client.xread(streams, count=1000, block=max(1, int(timeout * 1000)))
-        records: list[ChangeRecord] = []
-        requests: list[Request] = []
-        for stream, entries in response or []:
-            if stream == LOG.encode():
-                records = [record_of(entry_id, fields) for entry_id, fields in entries]
-            else:
-                requests = [request_of(fields[b"d"]) for _, fields in entries]
-                if entries:
-                    self._requests_cursor = entries[-1][0].decode()
-        return records, requests
+        self._start_reader()
+        with self._wakeup:
+            if not self.tail.changed and not self._requests and self._read_error is None:
+                self._wakeup.wait(self.tail.wait_seconds(timeout))
+            error, self._read_error = self._read_error, None
+            if error is not None:  # the worker retries; the records stay in the log meanwhile
+                raise BackendUnavailable(f"reading requests failed: {error}") from error
+            taken = list(self._requests)
+            self._requests.clear()
+        if taken:
+            self._requests_cursor = taken[-1][0]
+        return self.tail.read(after), [request for _, request in taken]
+
+    def _start_reader(self) -> None:
+        self._reading.set()
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read_requests, name="reactive-requests", daemon=True)
+            self._reader.start()
+
+    def _read_requests(self) -> None:
+        """Read hubs' requests ahead, blocking on Redis, so that the worker can wait for them and
+        for the change log at once."""
+        while not self._closed.is_set():
+            if not self._reading.wait(0.5):
+                continue
+            with self._wakeup:
+                cursor, generation = self._read_cursor, self._read_generation
+            try:
+                response = self.client.xread({REQUESTS: cursor}, count=1000, block=1000)
+            except Exception as exc:  # Redis is gone: the worker hears of it and retries
+                with self._wakeup:
+                    self._read_error = exc
+                    self._wakeup.notify_all()
+                self._closed.wait(0.5)
+                continue
+            entries = [entry for _, stream_entries in response or [] for entry in stream_entries]
+            if not entries:
+                continue
+            with self._wakeup:
+                if generation != self._read_generation:
+                    continue  # the worker moved the cursor (load_progress) meanwhile
+                for entry_id, fields in entries:
+                    self._requests.append((entry_id.decode(), request_of(fields[b"d"])))
+                self._read_cursor = entries[-1][0].decode()
+                self._wakeup.notify_all()
 
     def deliver(self, batch: Batch) -> None:
         if self._sender is None:
@@ -189,6 +269,7 @@ class RedisBackend(Backend):
         # even one that has not shown up in the (cached) live set yet.
         targets = self.live_hubs() | {reply.hub_id for reply in batch.replies}
         targets |= {hub_id for hubs in batch.audience.values() for hub_id in hubs}
+        targets |= batch.released_hubs
         for hub_id in targets:
             messages[hub_id] = {
                 "type": "reactive.batch",
@@ -196,7 +277,10 @@ class RedisBackend(Backend):
                 "updates": [],
                 "replies": [],
                 "resubscribe": [],
+                "released": hub_id in batch.released_hubs,
             }
+            if batch.revoked:  # every process: any of its sockets may be signed in as them
+                messages[hub_id]["revoked"] = sorted(batch.revoked)
         for update in batch.updates:
             for hub_id in batch.audience.get(update.instance_id, ()):
                 messages[hub_id]["updates"].append([update.instance_id, update.payload, update.is_error])
@@ -236,11 +320,12 @@ class RedisBackend(Backend):
 
     def load_progress(self) -> int:
         version, requests = self.client.hmget(PROGRESS, "version", "requests")
-        if requests is not None:
-            self._requests_cursor = requests.decode()
-        else:
-            # First worker ever: requests sent before it started are served from the start.
-            self._requests_cursor = "0-0"
+        # First worker ever: requests sent before it started are served from the start.
+        cursor = requests.decode() if requests is not None else "0-0"
+        with self._wakeup:
+            self._requests_cursor = self._read_cursor = cursor
+            self._read_generation += 1
+            self._requests.clear()
         return int(version) if version is not None else self.log.head()
 
     def store_instances(self, changed: list, dropped: set[str]) -> None:
@@ -299,7 +384,10 @@ class RedisBackend(Backend):
     def acquire_lease(self, token: str) -> bool:
         if self.client.set(LEASE, token, nx=True, px=LEASE_MS):
             return True
-        return bool(self._renew(keys=[LEASE], args=[token, LEASE_MS]))
+        if self._renew(keys=[LEASE], args=[token, LEASE_MS]):
+            return True
+        self._reading.clear()  # another worker leads: stop reading its requests
+        return False
 
     def release_lease(self, token: str) -> None:
         if self.client.get(LEASE) == token.encode():
@@ -307,6 +395,8 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         super().close()
+        self._closed.set()
+        self.tail.close()
         self._io.shutdown(wait=False)
         if self._sender is not None:
             self._sender.close()

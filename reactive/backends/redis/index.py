@@ -23,11 +23,17 @@ class RedisIndex(ReadSetIndex):
     def watched_columns(self, table: str) -> frozenset[str] | None:
         # A stale answer is safe: a column missing from a row image, or a table written as a
         # whole, widens the match. A second's cache saves a round trip per write.
+        # Writers never need Redis to commit: while it cannot be reached, the table is written as
+        # a whole (None), which matches every reader of it.
         now = time.monotonic()
         cached = self._watched.get(table)
         if cached is not None and now - cached[0] < WATCHED_CACHE_SECONDS:
             return cached[1]
-        schemes = self.client.smembers(PREFIX + "schemes:" + table)
+        try:
+            schemes = self.client.smembers(PREFIX + "schemes:" + table)
+        except redis.RedisError:
+            self._watched[table] = (now, None)
+            return None
         columns = frozenset(c for s in schemes for c in s.decode().split(",") if c) if schemes else None
         self._watched[table] = (now, columns)
         return columns

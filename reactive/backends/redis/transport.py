@@ -50,6 +50,9 @@ def batch_of(message: dict[str, Any], hub_id: str) -> Batch:
         for request_id, instance_id, payload, err, bound in message["replies"]
     ]
     batch.resubscribe = list(message["resubscribe"])
+    if message.get("released"):
+        batch.released_hubs = frozenset({hub_id})
+    batch.revoked = frozenset(message.get("revoked", ()))
     return batch
 
 

@@ -97,3 +97,32 @@ export class OptimisticLayer {
     return changed;
   }
 }
+
+// Optimistic creates. A created row shows at once with a temporary id, and steps aside when the
+// server's value holds the real row: the update runs again on each server value until the
+// mutation's result arrives, and the server's value arrives first (guarantee 6), so an update
+// that appends blindly would show the row twice for a moment. The client chooses a key the
+// mutation stores; the update adds its row only while no row of the server's has that key.
+
+const OPTIMISTIC_PREFIX = "optimistic:";
+
+/** A new temporary id, recognisable by `isOptimistic`: `"optimistic:<random>"`. */
+export function optimisticId() {
+  const random = globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  return OPTIMISTIC_PREFIX + random;
+}
+
+/** Whether `id` was made by `optimisticId` (a row the server has not confirmed yet). */
+export function isOptimistic(id) {
+  return typeof id === "string" && id.startsWith(OPTIMISTIC_PREFIX);
+}
+
+/**
+ * `rows` with `row` added (at the end, or the start with `{ at: "start" }`), unless a row with
+ * the same value of `key` is already there: once the server's value holds the created row, that
+ * row shows alone. Returns a new array, or `rows` itself when nothing is added.
+ */
+export function withOptimisticRow(rows, row, key, { at = "end" } = {}) {
+  if (rows.some((existing) => existing[key] === row[key])) return rows;
+  return at === "start" ? [row, ...rows] : [...rows, row];
+}

@@ -1,0 +1,167 @@
+"""The change log table's SQL: append (at a commit, this stage), and head, read and prune (for
+the readers, ``backends/changelog.py``).
+
+The table is ``models.ChangeLogEntry``. A record's version is its id on SQLite and ``xid + 1`` on
+Postgres:
+
+- SQLite has one writer at a time, and the record is inserted while the transaction holds the
+  write lock, so id order is commit order. AUTOINCREMENT (Django's AutoField on SQLite) never
+  reuses an id, even once older rows are deleted.
+- Postgres allocates ids (and transaction ids) when transactions start writing, not when they
+  commit, so a later id can be visible while an earlier one is still in progress. Each record
+  stores its transaction's id (``pg_current_xact_id()``, 64 bits, never wraps), and readers read
+  only below the horizon: the oldest transaction still in progress in the statement's snapshot
+  (``pg_snapshot_xmin``). Every transaction below it has ended, so every record below it is
+  visible to that statement, and one that commits later has an id at or above it.
+
+Appending goes straight to the DB-API connection: it runs once per commit, on the hot path, and
+must not be seen by the write capture it serves.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from ..records import EVERYTHING_CHANGED
+
+logger = logging.getLogger("reactive.changelog")
+
+LOG_TABLE = "reactive_changelog"  # models.ChangeLogEntry
+# The Postgres channel a writing transaction notifies (delivered only if it commits).
+LOG_CHANNEL = "reactive_changelog"
+PRUNE_LOCK_WAIT_MS = 100
+
+
+def append(connection, changes: str) -> int | None:
+    """Add a record in ``connection``'s open transaction; return its version, or None if the
+    database has no log table yet (before ``migrate``)."""
+    if not available(connection):
+        return None
+    raw = connection.connection
+    if connection.vendor == "postgresql":
+        return raw.execute(_PG_APPEND, (changes,)).fetchone()[0] + 1
+    return raw.execute(_SQLITE_APPEND, (changes,)).lastrowid
+
+
+def head(connection) -> int:
+    """The version of the latest record a reader can read now (0: none yet)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_HEAD if connection.vendor == "postgresql" else _SQLITE_HEAD)
+        return int(cursor.fetchone()[0] or 0)
+
+
+def read(connection, after: int, limit: int) -> tuple[list[tuple[int, str]], bool]:
+    """Up to ``limit`` (version, changes) pairs after ``after``, in commit order, and whether
+    committed records wait behind an older transaction still in progress (Postgres)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(_PG_READ, (after, limit))
+            rows = cursor.fetchall()
+            pending = bool(rows and rows[0][0])
+            return [(xid + 1, changes) for _, xid, changes in rows if xid is not None], pending
+        cursor.execute(_SQLITE_READ, (after, limit))
+        return cursor.fetchall(), False
+
+
+def prune(connection, keep: int, older_than: float) -> int:
+    """Drop readable records beyond the newest ``keep`` and those created before the unix time
+    ``older_than``. The newest record dropped stays, as a record that everything changed: a
+    reader that had not read them re-runs everything instead of missing a change. Returns how
+    many records were dropped or replaced."""
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        return _prune(connection, keep, older_than, postgres)
+    # SQLite: a reader prunes in its own pass, so it waits for the write lock briefly only (a long
+    # writing transaction would hold the pass back with it); it tries again at its next prune.
+    connection.ensure_connection()
+    raw = connection.connection
+    waited = int(float(connection.settings_dict["OPTIONS"].get("timeout", 5)) * 1000)
+    raw.execute(f"PRAGMA busy_timeout = {PRUNE_LOCK_WAIT_MS}")
+    try:
+        return _prune(connection, keep, older_than, postgres)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {waited}")
+
+
+def _prune(connection, keep: int, older_than: float, postgres: bool) -> int:
+    with connection.cursor() as cursor:
+        if postgres:
+            cursor.execute(_PG_PRUNE_POINT, (keep, older_than))
+        else:
+            cutoff = datetime.fromtimestamp(older_than, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+            cursor.execute(_SQLITE_PRUNE_POINT, (keep, cutoff))
+        point = cursor.fetchone()[0]
+        if point is None:
+            return 0
+        position = "xid" if postgres else "id"
+        # The marker first: if the process dies between the two statements, the records stay
+        # and a reader re-runs everything once too often, never once too few.
+        cursor.execute(
+            f"UPDATE {LOG_TABLE} SET changes = %s WHERE {position} = %s AND changes <> %s",
+            (EVERYTHING_CHANGED, point, EVERYTHING_CHANGED),
+        )
+        marked = cursor.rowcount
+        cursor.execute(f"DELETE FROM {LOG_TABLE} WHERE {position} < %s", (point,))
+        return cursor.rowcount + marked
+
+
+def available(connection) -> bool:
+    """Whether the database has the log table. Cached once seen; while it is missing (before
+    ``migrate``, or during it) every commit asks again, so logging starts as soon as it exists."""
+    key = (connection.alias, str(connection.settings_dict.get("NAME")))
+    if key in _present:
+        return True
+    if LOG_TABLE in connection.introspection.table_names():
+        _present.add(key)
+        return True
+    if key not in _warned:
+        _warned.add(key)
+        # Expected while ``migrate`` creates the tables (so not a warning); a server or worker
+        # reading the log fails loudly instead.
+        logger.debug(
+            "The %s table is missing from the database %r (run manage.py migrate): "
+            "its commits reach no subscriber until it exists.",
+            LOG_TABLE,
+            connection.alias,
+        )
+    return False
+
+
+_present: set[tuple[str, str]] = set()
+_warned: set[tuple[str, str]] = set()
+
+# SQLite stores datetimes as text, "YYYY-MM-DD HH:MM:SS.fff" here (UTC, the database's clock).
+_SQLITE_APPEND = (
+    f"INSERT INTO {LOG_TABLE} (created, changes) VALUES (strftime('%Y-%m-%d %H:%M:%f', 'now'), ?)"
+)
+_SQLITE_HEAD = (
+    f"SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{LOG_TABLE}'), "
+    f"(SELECT max(id) FROM {LOG_TABLE}))"
+)
+_SQLITE_READ = f"SELECT id, changes FROM {LOG_TABLE} WHERE id > %s ORDER BY id LIMIT %s"
+_SQLITE_PRUNE_POINT = (
+    f"SELECT max(point) FROM ("
+    f"SELECT id AS point FROM (SELECT id FROM {LOG_TABLE} ORDER BY id DESC LIMIT 1 OFFSET %s) "
+    f"UNION ALL SELECT max(id) FROM {LOG_TABLE} WHERE created < %s)"
+)
+
+_PG_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+_PG_APPEND = (
+    f"WITH entry AS (INSERT INTO {LOG_TABLE} (xid, created, changes) "
+    f"VALUES (pg_current_xact_id()::text::bigint, now(), %s) RETURNING xid) "
+    f"SELECT entry.xid FROM entry, pg_notify('{LOG_CHANNEL}', '')"
+)
+_PG_HEAD = f"SELECT max(xid) + 1 FROM {LOG_TABLE} WHERE xid < {_PG_HORIZON}"
+_PG_READ = (
+    f"SELECT s.top >= s.horizon, r.xid, r.changes FROM "
+    f"(SELECT {_PG_HORIZON} AS horizon, (SELECT max(xid) FROM {LOG_TABLE}) AS top) s "
+    f"LEFT JOIN LATERAL (SELECT xid, changes FROM {LOG_TABLE} "
+    f"WHERE xid >= %s AND xid < s.horizon ORDER BY xid LIMIT %s) r ON true"
+)
+_PG_PRUNE_POINT = (
+    f"WITH readable AS (SELECT xid, created FROM {LOG_TABLE} WHERE xid < {_PG_HORIZON}) "
+    f"SELECT max(point) FROM ("
+    f"(SELECT xid AS point FROM readable ORDER BY xid DESC LIMIT 1 OFFSET %s) "
+    f"UNION ALL SELECT max(xid) FROM readable WHERE created < to_timestamp(%s)) points"
+)
