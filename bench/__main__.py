@@ -1,11 +1,13 @@
-"""The benchmark's command line: ``python -m bench [--quick] [--scenarios ...] [--systems ...]``.
+"""The benchmark's command line: ``python -m bench [--quick] [--scenarios ...] [--systems ...]
+[--merge JSON]``.
 
 Runs the scenarios on our two backends and the baselines, prints every figure, writes
 ``bench/results/<UTC date>.json``, ``BENCHMARKS.md`` and the plots (``--quick``: under
-``bench/results/quick/``, ignored by git). Timings are never asserted: it exits 1 only when
-something is broken (a lost update or a failed write on our systems, a server of ours that died
-or could not start, a scenario that could not run), and 130 on Ctrl-C or SIGTERM, after stopping
-every process it started and writing nothing.
+``bench/results/quick/``, ignored by git). A full-plan run of some scenarios or systems writes
+only its JSON; ``--merge`` folds it into an earlier run's report first (``bench.merge``).
+Timings are never asserted: it exits 1 only when something is broken (a lost update or a failed
+write on our systems, a server of ours that died or could not start, a scenario that could not
+run), and 130 on Ctrl-C or SIGTERM, after stopping every process it started and writing nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import merge as merging
 from bench import report as reports
 from bench.plans import PLANS
 from bench.suite import SCENARIOS, Suite
@@ -69,6 +72,14 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("--scenarios", type=parse_list(list(SCENARIOS)), default=list(SCENARIOS))
     result.add_argument("--systems", type=parse_list(list(SYSTEMS)), default=None, help="default: all")
     result.add_argument(
+        "--merge",
+        metavar="JSON",
+        type=Path,
+        help="a run of some scenarios or systems: write BENCHMARKS.md and the plots from this earlier "
+        "run's JSON with what this run measured in place of its figures (results/<date>-merged.json; "
+        "each scenario labelled with its run and commit)",
+    )
+    result.add_argument(
         "--render",
         metavar="JSON",
         type=Path,
@@ -89,6 +100,28 @@ def render_again(path: Path) -> int:
     return 0
 
 
+def write_results(report: dict[str, Any], options: argparse.Namespace) -> list[Path]:
+    """A whole run (or any quick one): its JSON, BENCHMARKS.md and the plots. A full-plan run of
+    some scenarios or systems: its JSON under a name of its own, and BENCHMARKS.md only merged
+    into an earlier run (``--merge``), never from a part alone."""
+    if options.quick or not merging.is_partial(report["scenarios"], report["systems"]):
+        return reports.write(report, options.quick)
+    date = report["machine"]["date"][:10]
+    name = "+".join(report["scenarios"]) + ("-" + "+".join(report["systems"]) if report["systems"] else "")
+    path = reports.results_directory(False) / f"{date}-{name}.json"
+    reports.write_json(report, path)
+    if options.merge is None:
+        print("\na partial run: BENCHMARKS.md left as it was (--merge <earlier run's JSON> folds it in)")
+        return [path]
+    base = options.merge.resolve()
+    merged = merging.merge(json.loads(base.read_text()), report, base.name, path.name)
+    reports.finish(merged, keep_load=True)
+    return [
+        path,
+        *reports.write(merged, False, json_path=reports.results_directory(False) / f"{date}-merged.json"),
+    ]
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -97,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
     if options.render:
         return render_again(options.render)
+    if options.merge is not None:
+        if options.quick or not merging.is_partial(options.scenarios, options.systems):
+            parser().error("--merge folds a full-plan run of some scenarios or systems into an earlier run")
+        if not options.merge.is_file():
+            parser().error(f"--merge: no such file {options.merge}")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     plan = PLANS["quick" if options.quick else "full"]
     exe = Path(sys.executable)
@@ -114,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     reports.finish(report)
     print()
     print(reports.render_text(report))
-    paths = reports.write(report, options.quick)
+    paths = write_results(report, options)
     print("\nwrote " + ", ".join(str(path.relative_to(ROOT)) for path in paths))
     if report["problems"]:
         print(f"\nBROKEN: {len(report['problems'])} problem(s):", file=sys.stderr)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.merge import runs_rows
 from bench.report import sections
 from bench.tables import md_table
 
@@ -71,6 +72,21 @@ def _facts(report: dict[str, Any]) -> str:
     return md_table(["fact", "value"], rows)
 
 
+def _runs(report: dict[str, Any]) -> list[str]:
+    """For a merged report: which run and commit each scenario's figures come from."""
+    if len(report.get("sources") or []) < 2:
+        return []
+    return [
+        "## Runs",
+        "",
+        "This page merges runs: the facts above are the first run's; each scenario comes from",
+        "the run below (a later run replaced the figures of the systems it names).",
+        "",
+        md_table(["scenario", "from the run of"], runs_rows(report)),
+        "",
+    ]
+
+
 def render(report: dict[str, Any], json_path: Path, pictures: list[Path], directory: Path) -> str:
     lines = [
         "# Benchmarks",
@@ -81,6 +97,7 @@ def render(report: dict[str, Any], json_path: Path, pictures: list[Path], direct
         "",
         _facts(report),
         "",
+        *_runs(report),
         "## Method",
         "",
         METHOD,

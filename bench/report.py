@@ -50,6 +50,11 @@ def machine_facts(command: str) -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
     ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    if commit and changed:
+        commit += "+changes"  # tracked files differ from the commit: the figures are not its alone
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "command": command,
@@ -610,6 +615,10 @@ def results_directory(quick: bool) -> Path:
     return directory
 
 
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
 def write(report: dict[str, Any], quick: bool, json_path: Path | None = None) -> list[Path]:
     """The JSON (at ``json_path``, else ``<UTC date>.json``), ``BENCHMARKS.md`` and the plots;
     returns their paths."""
@@ -618,7 +627,7 @@ def write(report: dict[str, Any], quick: bool, json_path: Path | None = None) ->
     out_dir = results_directory(quick)
     if json_path is None:
         json_path = out_dir / f"{datetime.now(UTC).strftime('%Y-%m-%d')}.json"
-    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_json(report, json_path)
     pictures = plots.draw(report, out_dir)
     md_path = out_dir / "BENCHMARKS.md" if quick else BENCHMARKS
     md_path.write_text(benchmarks_md.render(report, json_path, pictures, md_path.parent))
