@@ -161,6 +161,9 @@ async def precision_of(
     finally:
         await generators.close(list(sockets))
         await asyncio.sleep(0.2)
+    for window in windows:  # CPU shares beside the figures, as in every other table
+        window["load_share"] = window["cpu"]["load_share"]
+        window["other_share"] = window["cpu"]["other_share"]
     return {
         "system": deployed.system.name,
         "server": deployed.asgi_server,
@@ -175,6 +178,8 @@ async def precision_of(
                 "pushes_per_write",
                 "changed_per_write",
                 "cpu_us_per_write",
+                "load_share",
+                "other_share",
             )
         },
     }

@@ -401,6 +401,8 @@ PRECISION_COLUMNS = [
     "changed per write",
     "pushes per write",
     "server CPU µs/write",
+    "load-gen",
+    "other",
 ]
 
 
@@ -416,6 +418,8 @@ def precision_rows(precision: dict[str, Any]) -> list[list[str]]:
                 fig(s["changed_per_write"], 2, spread=False),
                 fig(s["pushes_per_write"], 1),
                 fig(s["cpu_us_per_write"], 0),
+                pct(s.get("load_share")),
+                pct(s.get("other_share")),
             ]
         )
     return rows
