@@ -30,7 +30,8 @@ uvicorn.
 - **Open loop**: writes go out at fixed slots whatever the answers (no coordinated omission);
   the achieved rate is checked. **Warm-up** writes at the same rate precede each window and
   are not recorded. Each cell has `repeats` windows; a figure is the **median (min-max)** over
-  them.
+  them. So do the Redis diagnostics: the lag's window and the round trips' four windows run
+  `repeats` times on one deployment, on fresh subscriptions (and writer processes).
 - **Receivers**: several load-generator processes hold the sockets (a raw asyncio WebSocket
   client: the handshake, then each received chunk timestamped and kept; frames are decoded
   after the window), so the receipt of a fan-out is not serialised in one Python process.

@@ -25,8 +25,8 @@ from bench import Broken
 from bench.cluster import BACKLOG_SQL, PROGRESS_KEY, commandstats, database
 from bench.plans import Plan
 from bench.population import Population
-from bench.stats import percentile
-from bench.window import analyse, cpu_between, snapshot
+from bench.stats import percentile, spread
+from bench.window import analyse, combine, cpu_between, dig, snapshot
 from harness import procfs
 from harness.processes import ROOT
 
@@ -128,6 +128,31 @@ async def collect_writes(writers: list[subprocess.Popen]) -> dict[str, Any]:
     return merged
 
 
+async def lag_cases(population: Population, plan: Plan, env: dict[str, str], log: Any) -> dict[str, Any]:
+    """``plan.repeats`` windows of ``lag_case``, each on fresh subscriptions and writer processes
+    (on the same deployment); their figures and the spread of each over them."""
+    windows = []
+    for _ in range(plan.repeats):
+        windows.append(await lag_case(population, plan, env, log))
+        await population.close()
+
+    extra = {
+        "backlog_p50": ("backlog_records", "p50"),
+        "backlog_max": ("backlog_records", "max"),
+        "worker_passes": ("worker_passes",),
+        "records_per_pass": ("records_per_pass",),
+        "writers_share": ("cpu", "writers_share"),
+    }
+    summary = combine(windows)
+    summary.update({name: spread([dig(w, path) for w in windows]) for name, path in extra.items()})
+    first = windows[0]
+    return {
+        **{key: first[key] for key in ("counters", "target_rate", "seconds", "writers")},
+        "windows": windows,
+        "summary": summary,
+    }
+
+
 async def lag_case(population: Population, plan: Plan, env: dict[str, str], log: Any) -> dict[str, Any]:
     deployed = population.deployed
     keys = [LAG_KEY + i for i in range(plan.lag_counters)]
@@ -165,7 +190,9 @@ async def lag_case(population: Population, plan: Plan, env: dict[str, str], log:
         if sampler is not None and sampler.is_alive():
             sampler.stop()
         kill_writers(writers)
-    in_window = [r for r in writes["records"] if window0 <= r[0] < window1]
+    # In the order sent (the writers' records come one writer after the other; each counter has
+    # one writer, so its values stay in order): the achieved rate is over the first and last send.
+    in_window = sorted((r for r in writes["records"] if window0 <= r[0] < window1), key=lambda r: r[1])
     cpu = cpu_between(cpu0, cpu1)
     cpu["writers_share"] = round((writers1 - writers0) / cpu["wall_s"], 3)
     # Latency over the window's writes; losses over all of them.

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.overhead import OVERHEAD_COLUMNS, overhead_rows
 from bench.plans import Plan
-from bench.roundtrips import RT_COLUMNS, round_trip_notes, round_trip_rows
+from bench.roundtrips import RT_COLUMNS, round_trip_notes, round_trip_rows, runs_of
 from bench.systems import SYSTEMS
 from bench.tables import text_table
 from bench.targets import evaluate
@@ -432,7 +432,7 @@ LAG_COLUMNS = [
     "p99 ms",
     "max ms",
     "backlog p50 / max records",
-    "worker passes (records/pass)",
+    "worker passes / records per pass",
     "serving CPU",
     "writers CPU",
     "load-gen",
@@ -441,6 +441,27 @@ LAG_COLUMNS = [
 
 
 def lag_row(lag: dict[str, Any]) -> list[str]:
+    """The lag's figures, median (min-max) over its windows (a run before the repeats: its one)."""
+    if "windows" not in lag:
+        return lag_window_row(lag)
+    s, first = lag["summary"], lag["windows"][0]
+    return [
+        f"{first['writes']} x {s['repeats']} in {lag['seconds']:g} s "
+        f"({lag['target_rate']:g}/{fig(s['achieved_rate'], 0, spread=False)})",
+        str(lag["counters"]),
+        fig(s["p50"], 2),
+        fig(s["p99"], 2),
+        fig(s["max"], 2),
+        f"{fig(s['backlog_p50'], 0)} / {fig(s['backlog_max'], 0)}",
+        f"{fig(s['worker_passes'], 0)} / {fig(s['records_per_pass'], 2)}",
+        pct(s["serving_share"]),
+        pct(s["writers_share"]),
+        pct(s["load_share"]),
+        pct(s["other_share"]),
+    ]
+
+
+def lag_window_row(lag: dict[str, Any]) -> list[str]:
     latency, backlog, cpu = lag["latency_ms"], lag["backlog_records"], lag["cpu"]
     return [
         f"{lag['writes']} in {lag['seconds']:g} s ({lag['target_rate']:g}/{lag['achieved_rate']:g})",
@@ -449,7 +470,7 @@ def lag_row(lag: dict[str, Any]) -> list[str]:
         f"{latency['p99']:.2f}" if latency["p99"] is not None else "-",
         f"{latency['max']:.2f}" if latency["max"] is not None else "-",
         f"{backlog['p50']} / {backlog['max']}",
-        f"{lag['worker_passes']} ({lag['records_per_pass']})",
+        f"{lag['worker_passes']} / {lag['records_per_pass']}",
         f"{cpu['serving_share'] * 100:.0f}%",
         f"{cpu['writers_share'] * 100:.0f}%",
         f"{cpu['load_share'] * 100:.0f}%",
@@ -572,7 +593,7 @@ def sections(report: dict[str, Any], table: Table) -> list[tuple[str, str]]:
         out.append(("5. Footprint", table(FOOTPRINT_COLUMNS, footprint)))
     if cells:
         out.append(("6. Bytes on the wire per update", table(BANDWIDTH_COLUMNS, bandwidth_rows(cells))))
-    if report.get("roundtrips") and report["roundtrips"].get("windows"):
+    if report.get("roundtrips") and runs_of(report["roundtrips"]):
         rt = report["roundtrips"]
         notes = "\n".join(f"- {note}" for note in round_trip_notes(rt))
         out.append(

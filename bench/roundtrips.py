@@ -4,7 +4,9 @@ Four windows, one subscriber on B, ``POST /bench/bump`` through A: idle; writes 
 subscribed counter; spaced writes to a counter nobody reads; a burst to the subscribed counter.
 Each command is attributed to the process whose socket sent it (client port -> ``/proc``);
 commands run inside a Lua script are counted per script call, as they are no round trips.
-``INFO commandstats`` over a window is the cross-check.
+``INFO commandstats`` over a window is the cross-check. The four windows run ``repeats`` times
+(fresh subscription each time), and each figure of the table is their median (min-max): how many
+records one worker pass takes, so how many commands a write costs, depends on timing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import os
 import re
 import socket
+import statistics
 import threading
 import time
 from collections import Counter
@@ -242,6 +245,25 @@ def window_record(
     return record
 
 
+async def round_trip_cases(population: Population, plan: Plan) -> dict[str, Any]:
+    """``plan.repeats`` runs of ``round_trip_case`` on the same deployment, as ``{"runs": [...]}``."""
+    runs = []
+    for _ in range(plan.repeats):
+        runs.append(await round_trip_case(population, plan))
+        await population.close()
+    return {
+        "writes_per_window": plan.rt_writes,
+        "spacing_s": plan.rt_spacing_s,
+        "runs": runs,
+        "problems": [problem for run in runs for problem in run.get("problems", [])],
+    }
+
+
+def runs_of(rt: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of a round-trips section (a report before the repeats has one, at its top)."""
+    return rt.get("runs") or ([rt] if rt.get("windows") else [])
+
+
 async def round_trip_case(population: Population, plan: Plan) -> dict[str, Any]:
     """Windows of MONITOR: idle, spaced writes (watched counter), spaced writes (nobody reads the
     counter), a burst (watched counter). One subscriber, on B; the writes go through A."""
@@ -345,10 +367,23 @@ RT_COLUMNS = [
 PROCESS_ORDER = {"A": 0, "B": 1, "worker": 2}
 
 
+def _figure(values: list[float]) -> str:
+    """Median (min-max) of a per-write figure over the runs; the value alone if they agree."""
+    low, high = min(values), max(values)
+    median = statistics.median(values)
+    return f"{median:.2f}" if low == high else f"{median:.2f} ({low:.2f}-{high:.2f})"
+
+
 def round_trip_rows(rt: dict[str, Any]) -> list[list[str]]:
-    windows = rt["windows"]
+    runs = runs_of(rt)
     keys = sorted(
-        {k for w in windows.values() for k in w["commands"] if not k.startswith("load-gen|")},
+        {
+            k
+            for run in runs
+            for w in run["windows"].values()
+            for k in w["commands"]
+            if not k.startswith("load-gen|")
+        },
         key=lambda k: (PROCESS_ORDER.get(k.split("|")[0], 9), k),
     )
     rows = []
@@ -356,24 +391,34 @@ def round_trip_rows(rt: dict[str, Any]) -> list[list[str]]:
         process, label = key.split("|", 1)
         cells = []
         for name in RT_WINDOWS:
-            entry = windows.get(name, {}).get("commands", {}).get(key)
-            cells.append(f"{entry['per']:.2f}" if entry else "0")
+            values = [
+                entry["per"] if (entry := run["windows"].get(name, {}).get("commands", {}).get(key)) else 0.0
+                for run in runs
+            ]
+            cells.append(_figure(values) if any(values) else "0")
         name = {"A": "A (writes)", "B": "B"}.get(process, process)
         rows.append([name, label, *cells, counted_per(process, label)])
     return rows
 
 
 def round_trip_notes(rt: dict[str, Any]) -> list[str]:
-    windows = rt["windows"]
-    notes = []
+    runs = runs_of(rt)
+    notes = (
+        [f"{len(runs)} runs of the four windows; a figure is median (min-max) over them"]
+        if len(runs) > 1
+        else []
+    )
     for name in RT_WINDOWS[1:]:
-        w = windows.get(name)
-        if not w:
-            continue
-        notes.append(
-            f"{name}: {w['writes']} writes in {w['seconds']:.1f} s, {w.get('passes')} worker passes "
-            f"({w.get('records_per_pass')} records/pass), {w.get('reruns')} re-runs"
-        )
+        for index, run in enumerate(runs):
+            w = run["windows"].get(name)
+            if not w:
+                continue
+            notes.append(
+                f"{name}{f' (run {index + 1})' if len(runs) > 1 else ''}: {w['writes']} writes in "
+                f"{w['seconds']:.1f} s, {w.get('passes')} worker passes "
+                f"({w.get('records_per_pass')} records/pass), {w.get('reruns')} re-runs"
+            )
+    windows = runs[0]["windows"] if runs else {}
     inside = {}
     for w in windows.values():
         for script, commands in w["inside_scripts_per_call"].items():
@@ -387,15 +432,21 @@ def round_trip_notes(rt: dict[str, Any]) -> list[str]:
     if w1.get("commandstats_delta"):
         delta = {k.removeprefix("cmdstat_"): v for k, v in w1["commandstats_delta"].items()}
         notes.append(
-            "INFO commandstats over 'watched, spaced' (every client; commands inside scripts counted too): "
+            "INFO commandstats over 'watched, spaced'"
+            + (" (run 1)" if len(runs) > 1 else "")
+            + " (every client; commands inside scripts counted too): "
             + ", ".join(f"{k} {v}" for k, v in sorted(delta.items(), key=lambda kv: -kv[1]))
         )
-    s = rt.get("summary", {})
-    if s:
+    summaries = [run["summary"] for run in runs if run.get("summary")]
+    if summaries:
+        match = summaries[0]["match_per_record"]
+        trips = summaries[0]["worker_round_trips_per_write"]
         notes.append(
             "per change record: match.lua "
-            + ", ".join(f"{w} {v:.2f}" for w, v in s["match_per_record"].items())
+            + ", ".join(f"{w} {_figure([s['match_per_record'][w] for s in summaries])}" for w in match)
             + "; worker round trips per write (SADD pipelined with HSET not counted): "
-            + ", ".join(f"{w} {v:.2f}" for w, v in s["worker_round_trips_per_write"].items())
+            + ", ".join(
+                f"{w} {_figure([s['worker_round_trips_per_write'][w] for s in summaries])}" for w in trips
+            )
         )
     return notes

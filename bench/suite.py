@@ -22,14 +22,14 @@ from bench import Broken
 from bench.external import external_cases
 from bench.fanout import distinct_footprint, fanout_cells
 from bench.generators import LoadGenerators
-from bench.lag import lag_case
+from bench.lag import lag_cases
 from bench.latency import latency_cells
 from bench.overhead import run_overhead
 from bench.plans import Plan
 from bench.population import Population
 from bench.precision import precision_of
 from bench.profile import profile_fanout
-from bench.roundtrips import round_trip_case
+from bench.roundtrips import round_trip_cases
 from bench.servers import Databases
 from bench.systems import SYSTEMS, Running, prime_redis, running
 from bench.throughput import sustained_rates, write_phases
@@ -198,10 +198,10 @@ class Suite:
                                 population, self.plan, self.databases, log
                             )
                     elif scenario == "roundtrips":
-                        results["roundtrips"] = await round_trip_case(population, self.plan)
+                        results["roundtrips"] = await round_trip_cases(population, self.plan)
                     elif scenario == "lag":
                         with (self.workdir / "lag-writers.log").open("ab") as log:
-                            results["lag"] = await lag_case(population, self.plan, deployed.env, log)
+                            results["lag"] = await lag_cases(population, self.plan, deployed.env, log)
                     await population.close()
                 return results
 
@@ -231,7 +231,15 @@ class Suite:
             lag = results["lag"]
             self.report["lag"] = lag
             self.check_cells(
-                "lag", [{"system": name, "server": server, "subscribers": lag["counters"], "windows": [lag]}]
+                "lag",
+                [
+                    {
+                        "system": name,
+                        "server": server,
+                        "subscribers": lag["counters"],
+                        "windows": lag["windows"],
+                    }
+                ],
             )
 
     def writes(self) -> None:
