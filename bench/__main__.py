@@ -37,7 +37,7 @@ DESCRIPTIONS = {
     "writes": "3. writes/s with 0 and 10,000 subscriptions against plain Django; sustained rate",
     "precision": "4. re-runs that changed a result, chat workload, rows against tables",
     "tracking": "tracking overhead on ORM writes, in-process (plain, unwatched, watched)",
-    "profile": "py-spy flame graph of the server during a fan-out to 1,000 subscribers (full plan only)",
+    "profile": "py-spy flame graphs of the server, fan-out to 1,000 and 10,000 subscribers (full plan only)",
     "roundtrips": "Redis diagnostic: Redis commands per committed write, per process (MONITOR)",
     "lag": "Redis diagnostic: the invalidator's lag under writes from other processes",
 }

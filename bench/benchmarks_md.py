@@ -110,13 +110,12 @@ def render(report: dict[str, Any], json_path: Path, pictures: list[Path], direct
         for picture in pictures:
             relative = os.path.relpath(picture, directory)
             lines += [f"![{picture.stem}]({relative})", ""]
-    flame_graphs = [
-        (profile["server"], os.path.relpath(json_path.parent / profile["flame_graph"], directory))
-        for profile in report.get("profile") or []
-    ]
-    if flame_graphs:
-        links = ", ".join(f"[{server}]({path})" for server, path in flame_graphs)
-        lines += [f"Flame graphs of the fan-out to 1,000 subscribers (py-spy): {links}.", ""]
+    flame_graphs: dict[int, list[str]] = {}
+    for profile in report.get("profile") or []:
+        path = os.path.relpath(json_path.parent / profile["flame_graph"], directory)
+        flame_graphs.setdefault(profile["subscribers"], []).append(f"[{profile['server']}]({path})")
+    for n, links in sorted(flame_graphs.items()):
+        lines += [f"Flame graphs of the fan-out to {n:,} subscribers (py-spy): {', '.join(links)}.", ""]
     if report["notes"]:
         lines += ["## Notes", "", "Baselines' limits and servers' warnings (not failures):", ""]
         lines += [f"- {note[:500]}" for note in report["notes"]]

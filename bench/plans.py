@@ -43,8 +43,9 @@ class Plan:
     # Tracking overhead on ORM writes, in-process (bench.overhead).
     overhead_iterations: int
     overhead_repeats: int
-    # Profile: py-spy on the server during a fan-out.
-    profile_subscribers: int
+    # Profile: py-spy on the server during a fan-out to each N (none: not run).
+    profile_subscribers: tuple[int, ...]
+    profile_rates: tuple[float, ...]  # per N, writes/s
     profile_seconds: float
     # Redis diagnostics: commands per write (MONITOR windows), and lag under writes from other processes.
     rt_writes: int  # writes per window
@@ -121,7 +122,8 @@ PLANS = {
         chat_rate=50.0,
         overhead_iterations=2000,
         overhead_repeats=3,
-        profile_subscribers=1000,
+        profile_subscribers=(1000, 10000),
+        profile_rates=(2.0, 0.5),  # as the fan-out's: each write's fan-out done before the next
         profile_seconds=20.0,
         rt_writes=50,
         rt_spacing_s=0.1,
@@ -165,7 +167,8 @@ PLANS = {
         chat_rate=30.0,
         overhead_iterations=100,
         overhead_repeats=1,
-        profile_subscribers=0,
+        profile_subscribers=(),
+        profile_rates=(),
         profile_seconds=0.0,
         rt_writes=3,
         rt_spacing_s=0.05,

@@ -1,5 +1,6 @@
-"""The profile of the hot path: py-spy on the server while two writes a second each fan out to
-``profile_subscribers`` subscribers of one instance.
+"""The profile of the hot path: py-spy on the server while writes fan out to N subscribers of one
+instance, for each N of ``profile_subscribers`` (at its rate of ``profile_rates``: two writes a
+second to 1,000, one every two seconds to 10,000, as the fan-out scenario spaces them).
 
 Two recordings under the same load, one after the other: a flame graph (SVG) to look at, and the
 collapsed stacks (``--format raw``) summarised here: the functions where the samples are (self)
@@ -82,17 +83,18 @@ def frame_name(frame: str) -> str:
     return f"{name} ({short})"
 
 
-async def profile_fanout(population: Population, plan: Plan, directory: Path) -> dict[str, Any]:
+async def profile_fanout(
+    population: Population, plan: Plan, directory: Path, n: int, rate: float
+) -> dict[str, Any]:
     deployed = population.deployed
-    n = plan.profile_subscribers
     await deployed.reset_counters(FANOUT_KEY, 1)
     await population.subscribe({i: [FANOUT_KEY] for i in range(n)})
     pid = deployed.serving["server"]
     name = f"profile-fanout-{n}-{deployed.asgi_server}"
     svg, raw = directory / f"{name}.svg", directory / f"{name}.txt"
     seconds = plan.profile_seconds / 2
-    writes = max(2, int(plan.profile_seconds * 2) + 2)  # two a second, across both recordings
-    load = asyncio.create_task(write(population, [FANOUT_KEY], 2.0, writes))
+    writes = max(2, int(plan.profile_seconds * rate) + 2)  # across both recordings
+    load = asyncio.create_task(write(population, [FANOUT_KEY], rate, writes))
     await asyncio.sleep(0.5)
     await record(pid, seconds, svg, "flamegraph")
     await record(pid, seconds, raw, "raw")
@@ -100,4 +102,4 @@ async def profile_fanout(population: Population, plan: Plan, directory: Path) ->
     summary = summarise(raw.read_text())
     raw.unlink()
     return {"system": deployed.system.name, "server": deployed.asgi_server, "subscribers": n,
-            "flame_graph": svg.name, "seconds": seconds, **summary}  # fmt: skip
+            "rate": rate, "flame_graph": svg.name, "seconds": seconds, **summary}  # fmt: skip

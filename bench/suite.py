@@ -317,18 +317,20 @@ class Suite:
             return
         self.report["profile"] = []
         for server in ("daphne", "uvicorn"):
-            with self.system("reactive", server, "profile") as deployed:
-                if deployed is None:
-                    continue
+            for n, rate in zip(self.plan.profile_subscribers, self.plan.profile_rates, strict=True):
+                with self.system("reactive", server, f"profile, N={n:,}") as deployed:
+                    if deployed is None:
+                        continue
 
-                async def body(generators: LoadGenerators, deployed: Running = deployed) -> Any:
-                    return await profile_fanout(
-                        self.population(deployed, generators), self.plan, self.results
-                    )
+                    async def body(generators: LoadGenerators, deployed: Running = deployed, n: int = n,
+                                   rate: float = rate) -> Any:  # fmt: skip
+                        return await profile_fanout(
+                            self.population(deployed, generators), self.plan, self.results, n, rate
+                        )
 
-                result = self.on(deployed, body, "profile")
-                if result:
-                    self.report["profile"].append(result)
+                    result = self.on(deployed, body, f"profile, N={n:,}")
+                    if result:
+                        self.report["profile"].append(result)
 
     def run(self, scenarios: list[str]) -> None:
         began = time.monotonic()
