@@ -14,12 +14,17 @@ METHOD = """\
 Every scenario runs each system on this machine's loopback, one system at a time, on fresh
 servers, in the same run. Systems: **reactive (embedded)** (one server process: SQLite in WAL
 mode, the change log table tailed in-process, the index and invalidator), **reactive (Redis)**
-(Daphne servers A and B, one `reactive_worker`, Redis and Postgres, clients split between A and
-B), and the baselines: **table-level** (our engine with `REACTIVE["READ_SETS"] = "tables"`),
-**DCRF observer** (djangochannelsrestframework's `@model_observer` with a group per counter,
-Channels' in-memory layer), **polling 1 s / 100 ms** (`POST /reactive/api/query` on that period,
-per client) and, for writes, **plain Django**. Single-process systems run under Daphne and
-uvicorn.
+(servers A and B, one `reactive_worker`, Redis and Postgres, clients split between A and B), and
+the baselines: **table-level** (our engine with `REACTIVE["READ_SETS"] = "tables"`), **DCRF
+observer** (djangochannelsrestframework's `@model_observer` with a group per counter, Channels'
+in-memory layer), **polling 1 s / 100 ms** (`POST /reactive/api/query` on that period, per
+client) and, for writes, **plain Django**. Both our backends run under Daphne and under uvicorn
+(the Redis deployment's two servers alike), in latency, fan-out and writes (plain Django beside
+them on each server); DCRF under both; table-level and polling under Daphne. Precision, the
+external writes and the Redis diagnostics (round trips, lag) run under Daphne only: what they
+measure (re-runs per write, how soon a server hears of another process's commit, Redis commands
+and the worker's lag) is the engine's, and the ASGI server's part of a push is what latency and
+fan-out show under both.
 
 - **The write** is the same everywhere: `POST /bench/bump?key=K&intended=NS`, a plain Django
   view that increments a counter with `save()` in a transaction (what a signal-based observer
@@ -44,6 +49,8 @@ uvicorn.
   whose last value is not its counter's final value is **lost**: for our systems that fails the
   run. `*` marks a cell where the system did not keep up (named in its row); larger N are then
   skipped for that rate.
+- **Targets** are judged on the medians of their cells; each row names the run (date, git
+  commit) its figures come from, so a page merged from several runs (`--merge`) says which.
 """
 
 

@@ -1,7 +1,7 @@
 """The Redis backend deployed for the benchmark, and the Redis keys its scenarios read.
 
 ``harness.cluster`` on ``bench.cluster_settings``: a private ``redis-server`` and Postgres,
-Daphne servers A and B and one ``manage.py reactive_worker``, all on loopback
+servers A and B (Daphne or uvicorn) and one ``manage.py reactive_worker``, all on loopback
 (``bench.systems`` runs it as the ``reactive-redis`` system).
 """
 
@@ -12,6 +12,7 @@ import contextlib
 from typing import Any
 
 from bench import Broken
+from bench.servers import UVICORN_OPTIONS
 from harness.cluster import Cluster
 from harness.ports import ServerExited
 from harness.processes import DAPHNE_LIMITS, Process
@@ -55,11 +56,13 @@ class Deployment:
         self.a, self.b, self.worker = a, b, worker
 
     @classmethod
-    def start(cls, cluster: Cluster) -> Deployment:
-        """Servers A and B and the worker, on ``cluster``; returns once the worker leads."""
+    def start(cls, cluster: Cluster, server: str = "daphne") -> Deployment:
+        """Servers A and B (``server``: Daphne or uvicorn) and the worker, on ``cluster``; returns
+        once the worker leads."""
+        # No access log (a line per request costs the server CPU), as the embedded servers.
+        options = (*DAPHNE_LIMITS, "-v", "0") if server == "daphne" else UVICORN_OPTIONS
         try:
-            # No access log (a line per request costs the server CPU), as the embedded servers.
-            a, b = cluster.start_servers("A", "B", timeout=60, options=(*DAPHNE_LIMITS, "-v", "0"))
+            a, b = cluster.start_servers("A", "B", timeout=60, server=server, options=options)
         except (ServerExited, TimeoutError) as exc:
             raise Broken(str(exc)) from None
         worker = cluster.start_worker("worker")

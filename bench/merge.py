@@ -115,3 +115,19 @@ def runs_rows(report: dict[str, Any]) -> list[list[str]]:
             parts.append(f"{src['date'][:16]} at `{src['commit']}` ({where}; `{src['json']}`)")
         rows.append([scenario, "; later: ".join(parts)])
     return rows
+
+
+def run_of(report: dict[str, Any], target: dict[str, Any]) -> str:
+    """The run (date, commit) a target's figures come from: for a merged report, the latest run
+    of each of its scenarios that measured its system; else the report's own run."""
+    sources = report.get("sources") or []
+    if len(sources) < 2:
+        machine = report["machine"]
+        return f"{machine['date'][:16]}, {machine.get('git_commit')}"
+    runs: list[int] = []
+    for scenario in target.get("scenarios", []):
+        entries = (report.get("provenance") or {}).get(scenario, [])
+        measured = [run for run, systems in entries if systems is None or target.get("system") in systems]
+        if measured and measured[-1] not in runs:
+            runs.append(measured[-1])
+    return "; ".join(f"{sources[run]['date'][:16]}, {sources[run]['commit']}" for run in runs) or "-"

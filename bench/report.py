@@ -19,12 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.merge import run_of
 from bench.overhead import OVERHEAD_COLUMNS, overhead_rows
 from bench.plans import Plan
 from bench.roundtrips import RT_COLUMNS, round_trip_notes, round_trip_rows, runs_of
 from bench.systems import SYSTEMS
 from bench.tables import text_table
 from bench.targets import evaluate
+from bench.throughput import sustained_runs
 from harness import procfs
 from harness.processes import ROOT
 
@@ -336,11 +338,17 @@ WRITES_COLUMNS = [
 
 
 def writes_rows(phase: dict[str, Any]) -> list[list[str]]:
+    """A row per variant; "÷ plain" against the plain Django view under the same ASGI server."""
     rows = []
-    plain = phase.get("plain Django view", {}).get("writes_per_s")
+    plains = {
+        row.get("server", "daphne"): row["writes_per_s"]
+        for name, row in phase.items()
+        if not name.startswith("_") and row["system"] == "plain"
+    }
     for name, row in phase.items():
         if name.startswith("_"):
             continue
+        plain = plains.get(row.get("server", "daphne"))
         ratio = (
             f"{row['writes_per_s']['median'] / plain['median']:.2f}" if plain and row["writes_per_s"] else "-"
         )
@@ -511,11 +519,15 @@ def external_rows(external: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-TARGET_COLUMNS = ["target", "measured", "verdict", "what limits it"]
+TARGET_COLUMNS = ["target", "measured", "verdict", "what limits it", "run (date, commit)"]
 
 
 def target_rows(report: dict[str, Any]) -> list[list[str]]:
-    return [[t["target"], t["measured"], t["verdict"], t["why"]] for t in report.get("targets", [])]
+    """A row per target, with the run its figures come from (``bench.merge.run_of``)."""
+    return [
+        [t["target"], t["measured"], t["verdict"], t["why"], run_of(report, t)]
+        for t in report.get("targets", [])
+    ]
 
 
 # -- the whole report ------------------------------------------------------------------------
@@ -554,19 +566,19 @@ def sections(report: dict[str, Any], table: Table) -> list[tuple[str, str]]:
         for rows in writes["phases"].values():
             count = rows.get("_subscriptions", 0)
             title = (
-                f"3. Writes, closed loop, {count:,} live subscriptions"
+                f"3. Writes, closed loop, {count:,} live subscriptions (Daphne unless marked)"
                 if count
-                else "3. Writes, closed loop, no subscriptions"
+                else "3. Writes, closed loop, no subscriptions (Daphne unless marked)"
             )
             out.append((title, table(WRITES_COLUMNS, writes_rows(rows))))
-        sustained = writes["sustained"]
-        out.append(
-            (
-                f"3. Sustained writes, {sustained['subscriptions']:,} distinct live subscriptions "
-                "(open loop)",
-                table(SUSTAINED_COLUMNS, sustained_rows(sustained)),
+        for server, sustained in sustained_runs(writes):
+            out.append(
+                (
+                    f"3. Sustained writes, {sustained['subscriptions']:,} distinct live subscriptions "
+                    f"(open loop), reactive (embedded), {server}",
+                    table(SUSTAINED_COLUMNS, sustained_rows(sustained)),
+                )
             )
-        )
     if report.get("tracking"):
         out.append(
             (

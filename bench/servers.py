@@ -67,13 +67,15 @@ class Databases:
             return copy
 
 
+# uvicorn without its access log (a line per request costs the server CPU), as Daphne's "-v 0".
+UVICORN_OPTIONS = ("--log-level", "warning", "--no-access-log", "--backlog", "4096")
+
+
 def server_command(asgi_server: str, port: int, app: str) -> list[str]:
     if asgi_server == "daphne":
         return daphne_command(port, "-v", "0", app=app)
     if asgi_server == "uvicorn":
-        return uvicorn_command(
-            port, "--log-level", "warning", "--no-access-log", "--backlog", "4096", app=app
-        )
+        return uvicorn_command(port, *UVICORN_OPTIONS, app=app)
     raise ValueError(f"unknown ASGI server {asgi_server!r}")
 
 

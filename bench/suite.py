@@ -32,7 +32,7 @@ from bench.profile import profile_fanout
 from bench.roundtrips import round_trip_cases
 from bench.servers import Databases
 from bench.systems import SYSTEMS, Running, prime_redis, running
-from bench.throughput import sustained_rates, write_phases
+from bench.throughput import WRITES_SERVERS, sustained_rates, sustained_runs, write_phases
 
 # Systems whose failures fail the run: our engine, on either backend (table-level is our engine too).
 OURS = {"reactive", "reactive-redis", "tables"}
@@ -92,20 +92,20 @@ class Suite:
             print(f"    ({time.monotonic() - started:.0f} s)", flush=True)
 
     @contextlib.contextmanager
-    def systems(self, names: list[str], where: str) -> Iterator[dict[str, Running] | None]:
-        """Several systems on Daphne, started at once (each start is mostly waiting); None if one
-        could not start."""
+    def systems(self, pairs: list[tuple[str, str]], where: str) -> Iterator[dict[str, Running] | None]:
+        """Several (system, ASGI server) started at once (each start is mostly waiting), by
+        ``Running.name`` (``"reactive/daphne"``); None if one could not start."""
         with contextlib.ExitStack() as stack:
-            managers = {name: self.system(name, "daphne", where) for name in names}
+            managers = {f"{name}/{server}": self.system(name, server, where) for name, server in pairs}
             with ThreadPoolExecutor(len(managers)) as pool:
-                entering = {name: pool.submit(manager.__enter__) for name, manager in managers.items()}
+                entering = {key: pool.submit(manager.__enter__) for key, manager in managers.items()}
             up: dict[str, Running | None] = {}
-            for name, future in entering.items():
+            for key, future in entering.items():
                 try:
-                    up[name] = future.result()
+                    up[key] = future.result()
                 except BaseException:
                     continue
-                stack.push(managers[name].__exit__)
+                stack.push(managers[key].__exit__)
             for future in entering.values():
                 future.result()  # re-raise what failed to start in an unexpected way
             yield None if any(deployed is None for deployed in up.values()) else up  # type: ignore[misc]
@@ -246,18 +246,28 @@ class Suite:
         names = [n for n in ("plain", "reactive", "dcrf", "tables") if self.only is None or n in self.only]
         if "reactive" not in names or "plain" not in names:
             return
-        print("  writes: plain Django, reactive, DCRF, table-level (Daphne, side by side) ...", flush=True)
+        servers = WRITES_SERVERS
+        print(
+            "  writes: plain Django and reactive (Daphne, uvicorn), DCRF, table-level (Daphne), "
+            "side by side ...",
+            flush=True,
+        )
         started = time.monotonic()
-        with self.systems(["plain", "reactive", "dcrf", "tables"], "writes") as systems:
+        pairs = [(name, server) for name in ("plain", "reactive") for server in servers]
+        with self.systems([*pairs, ("dcrf", "daphne"), ("tables", "daphne")], "writes") as systems:
             if systems is None:
                 return
 
             async def body(generators: LoadGenerators) -> Any:
-                phases = await write_phases(systems, generators, self.plan)
-                sustained = await sustained_rates(self.population(systems["reactive"], generators), self.plan)
-                return {"phases": phases, "sustained": sustained}
+                result = {"phases": await write_phases(systems, generators, self.plan, servers)}
+                for server in servers:
+                    population = self.population(systems[f"reactive/{server}"], generators)
+                    key = "sustained" if server == "daphne" else f"sustained_{server}"
+                    result[key] = await sustained_rates(population, self.plan)
+                    await population.close()
+                return result
 
-            result = self.on(systems["reactive"], body, "writes")
+            result = self.on(systems["reactive/daphne"], body, "writes")
             if result:
                 self.report["writes"] = result
                 for phase in result["phases"].values():
@@ -267,31 +277,33 @@ class Suite:
                         if row["errors"]:
                             sample = [r["errors"] for r in row["runs"]][:1]
                             self.failed(
-                                f"{row['system']}/daphne",
+                                f"{row['system']}/{row['server']}",
                                 "writes",
                                 f"{label}: {row['errors']} errors: {sample}",
                             )
-                sustained = result["sustained"]
-                windows = [w for step in sustained["steps"] for w in step["windows"]]
-                cell = {"system": "reactive", "server": "daphne", "subscribers": sustained["subscriptions"]}
-                self.check_cells("writes (sustained)", [{**cell, "windows": windows}])
+                for server, sustained in sustained_runs(result):
+                    windows = [w for step in sustained["steps"] for w in step["windows"]]
+                    cell = {"system": "reactive", "server": server, "subscribers": sustained["subscriptions"]}
+                    self.check_cells("writes (sustained)", [{**cell, "windows": windows}])
         print(f"  writes done ({time.monotonic() - started:.0f} s)", flush=True)
 
     def precision(self) -> None:
         names = [name for name in ("reactive", "tables") if self.only is None or name in self.only]
         if not names:
             return
-        with self.systems(names, "precision") as systems:
+        with self.systems([(name, "daphne") for name in names], "precision") as systems:
             if systems is None:
                 return
 
             async def body(generators: LoadGenerators) -> Any:
                 return {
-                    name: await precision_of(deployed, generators, self.plan, offset * 1_000_000)
-                    for offset, (name, deployed) in enumerate(systems.items())
+                    deployed.system.name: await precision_of(
+                        deployed, generators, self.plan, offset * 1_000_000
+                    )
+                    for offset, deployed in enumerate(systems.values())
                 }
 
-            results = self.on(systems[names[0]], body, "precision") or {}
+            results = self.on(systems[f"{names[0]}/daphne"], body, "precision") or {}
             for name, result in results.items():
                 self.report["precision"][name] = result
                 for window in result["windows"]:

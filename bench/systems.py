@@ -2,7 +2,7 @@
 
 - ``reactive``: one server, the embedded backend (SQLite WAL, the change log table tailed and
   the invalidator in the server process); subscribers on our WebSocket.
-- ``reactive-redis``: Daphne servers A and B, one worker, Redis and Postgres
+- ``reactive-redis``: servers A and B (Daphne or uvicorn), one worker, Redis and Postgres
   (``harness.cluster``); subscribers half on A, half on B; writes through A.
 - ``tables``: ``reactive`` with ``REACTIVE["READ_SETS"] = "tables"`` (table-level invalidation).
 - ``dcrf``: djangochannelsrestframework's model observer (``bench.dcrf``) on Channels'
@@ -12,8 +12,8 @@
 - ``plain``: Django alone (``bench.asgi``), for the write-throughput baseline.
 
 Every write is ``POST /bench/bump`` (a plain view's ORM write: captured by ``reactive``, signalled
-to DCRF's observer). Single-process systems run under Daphne or uvicorn; the Redis deployment
-under Daphne, as ``harness.cluster`` deploys it. A ``Running`` system knows where its subscribers
+to DCRF's observer). Every system runs under Daphne or uvicorn: the Redis deployment its two
+servers, as ``harness.cluster`` deploys it. A ``Running`` system knows where its subscribers
 connect, where writes go, which processes serve it (their CPU is the system's), and how to ask it
 for the invalidator's counts.
 """
@@ -151,7 +151,7 @@ def running(system: System, asgi_server: str, workdir: Path, databases: Database
     """Start ``system`` under ``asgi_server``; stop it on the way out. Problems found on stopping
     (a server that died, what it logged) land in ``Running.problems``."""
     if system.flavour == "redis":
-        with _redis_deployment(system, workdir) as deployed:
+        with _redis_deployment(system, asgi_server, workdir) as deployed:
             yield deployed
         return
     name = f"{system.name}-{asgi_server}-{int(time.monotonic() * 1000) % 100000}"
@@ -180,8 +180,8 @@ def _stop(processes: list[Process], deployed: Running) -> None:
 
 
 @contextlib.contextmanager
-def _redis_deployment(system: System, workdir: Path) -> Iterator[Running]:
-    """Redis, Postgres, Daphne servers A and B and one worker (``bench.cluster``)."""
+def _redis_deployment(system: System, asgi_server: str, workdir: Path) -> Iterator[Running]:
+    """Redis, Postgres, servers A and B under ``asgi_server`` and one worker (``bench.cluster``)."""
     from bench.cluster import SETTINGS, Deployment
     from harness.cluster import Cluster
 
@@ -194,10 +194,10 @@ def _redis_deployment(system: System, workdir: Path) -> Iterator[Running]:
             raise Broken(f"Redis and Postgres did not start: {type(exc).__name__}: {exc}") from None
         deployed: Running | None = None
         try:
-            deployment = Deployment.start(cluster)
+            deployment = Deployment.start(cluster, asgi_server)
             deployed = Running(
                 system,
-                "daphne",
+                asgi_server,
                 [deployment.a.port, deployment.b.port],  # type: ignore[list-item]
                 deployment.a.port,  # type: ignore[arg-type]
                 {

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.throughput import WRITES_SERVERS, sustained_runs, variant_label
+
 
 def _cell(cells: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
     for cell in cells:
@@ -23,9 +25,25 @@ def _median(summary: dict[str, Any], name: str) -> float | None:
     return value["median"] if value else None
 
 
-def _target(target: str, measured: str, met: bool | None, why: str) -> dict[str, Any]:
+def _target(
+    target: str,
+    measured: str,
+    met: bool | None,
+    why: str,
+    scenarios: tuple[str, ...],
+    system: str = "reactive",
+) -> dict[str, Any]:
+    """A target's verdict; ``scenarios`` and ``system`` say where its figures come from (a merged
+    report labels it with that run)."""
     verdict = "not measured" if met is None else ("met" if met else "not met")
-    return {"target": target, "measured": measured, "verdict": verdict, "why": why}
+    return {
+        "target": target,
+        "measured": measured,
+        "verdict": verdict,
+        "why": why,
+        "scenarios": list(scenarios),
+        "system": system,
+    }
 
 
 def _load(summary: dict[str, Any]) -> str:
@@ -35,13 +53,22 @@ def _load(summary: dict[str, Any]) -> str:
     return f"load-gen {load * 100:.0f}%, other work {other * 100:.0f}% of a core"
 
 
+OURS = (
+    ("reactive", "daphne"),
+    ("reactive", "uvicorn"),
+    ("reactive-redis", "daphne"),
+    ("reactive-redis", "uvicorn"),
+)
+EMBEDDED = (("reactive", "daphne"), ("reactive", "uvicorn"))
+
+
 def latency_target(report: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for system, server in (("reactive", "daphne"), ("reactive", "uvicorn"), ("reactive-redis", "daphne")):
+    for system, server in OURS:
         cell = _cell(report["latency"], system=system, server=server, subscribers=1, rate=10.0)
         name = f"commit → client, 1 subscriber, p50 ≤ 5 ms and p99 ≤ 15 ms ({system}, {server})"
         if cell is None:
-            out.append(_target(name, "-", None, "not run"))
+            out.append(_target(name, "-", None, "not run", ("latency",), system))
             continue
         s = cell["summary"]
         p50, p99 = _median(s, "p50"), _median(s, "p99")
@@ -51,21 +78,21 @@ def latency_target(report: dict[str, Any]) -> list[dict[str, Any]]:
             if met
             else f"p50 {p50:.1f} ms: {_load(s)}"
         )
-        out.append(_target(name, f"p50 {p50:.2f} ms, p99 {p99:.2f} ms", met, why))
+        out.append(_target(name, f"p50 {p50:.2f} ms, p99 {p99:.2f} ms", met, why, ("latency",), system))
     return out
 
 
 def fanout_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for n, limit in ((1000, 100.0), (10000, 1000.0)):
-        for system, server in (("reactive", "daphne"), ("reactive", "uvicorn"), ("reactive-redis", "daphne")):
+        for system, server in OURS:
             cell = _cell(report["fanout"], system=system, server=server, subscribers=n)
             name = (
                 f"one commit, {n:,} subscribers of one instance: last receiver p99 ≤ {limit:g} ms, "
                 f"one re-run ({system}, {server})"
             )
             if cell is None:
-                out.append(_target(name, "-", None, "not run"))
+                out.append(_target(name, "-", None, "not run", ("fanout",), system))
                 continue
             s = cell["summary"]
             last, reruns = _median(s, "last_p99"), _median(s, "reruns_per_write")
@@ -76,8 +103,8 @@ def fanout_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             )
             cpu = _median(s, "cpu_us_per_delivery")
             why = f"server CPU {cpu:.0f} µs per delivery x {n:,}; {_load(s)}" if cpu else _load(s)
-            out.append(_target(name, measured, met, why))
-    for system, server in (("reactive", "daphne"), ("reactive", "uvicorn")):
+            out.append(_target(name, measured, met, why, ("fanout",), system))
+    for system, server in EMBEDDED:
         cells = [
             c
             for c in report["fanout"]
@@ -85,7 +112,7 @@ def fanout_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         name = f"server CPU per delivered update ≤ 50 µs ({system}, {server}, largest fan-out)"
         if not cells:
-            out.append(_target(name, "-", None, "not run"))
+            out.append(_target(name, "-", None, "not run", ("fanout",), system))
             continue
         cell = max(cells, key=lambda c: c["subscribers"])
         cpu = _median(cell["summary"], "cpu_us_per_delivery")
@@ -96,24 +123,58 @@ def fanout_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 cpu <= 50,
                 "per socket: the ASGI server's send path (a frame through the consumer's outbox task and the "
                 "server's WebSocket protocol); see the profile",
+                ("fanout",),
+                system,
             )
         )
     return out
 
 
+SUSTAINED = "writes/s with 1,000 distinct live subscriptions ≥ 1,500/s at p99 ≤ 50 ms"
+UNWATCHED = "writes touching no read set: 0 re-runs, ≤ 50 µs added CPU"
+TRACKING = "tracking overhead on writes ≤ 1.3x unwatched, ≤ 1.5x watched (ORM, in-process)"
+
+
 def write_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
     writes = report.get("writes")
-    if not writes:
-        return [
-            _target(
-                "writes/s with 1,000 distinct live subscriptions ≥ 1,500/s at p99 ≤ 50 ms",
-                "-",
-                None,
-                "not run",
-            )
-        ]
-    sustained = writes["sustained"]
+    tracking = report.get("tracking")
+    runs = sustained_runs(writes) if writes else []
+    out = []
+    for server in WRITES_SERVERS:
+        sustained = dict(runs).get(server)
+        name = f"{SUSTAINED} (reactive, {server})"
+        if sustained is None:
+            out.append(_target(name, "-", None, "not run", ("writes",)))
+        else:
+            out.append(sustained_target(name, sustained))
+        name = f"{UNWATCHED} (reactive, {server})"
+        phase = (writes or {}).get("phases", {}).get("subscribed", {})
+        unwatched = phase.get(variant_label("reactive: view, unwatched rows", server))
+        plain = phase.get(variant_label("plain Django view", server))
+        if unwatched and plain:
+            out.append(unwatched_target(name, unwatched, plain, phase["_subscriptions"], tracking))
+        else:
+            out.append(_target(name, "-", None, "not run", ("writes", "tracking")))
+    if not tracking:
+        out.append(_target(TRACKING, "-", None, "not run", ("tracking",)))
+        return out
+    ratios = tracking["ratio"]
+    unwatched_max = max(ratios["unwatched"].values())
+    watched_max = max(ratios["watched"].values())
+    worst = max(ratios["watched"], key=ratios["watched"].get)
+    out.append(
+        _target(
+            TRACKING,
+            f"worst: {unwatched_max:.2f}x unwatched, {watched_max:.2f}x watched ({worst})",
+            unwatched_max <= 1.3 and watched_max <= 1.5,
+            "watched UPDATE and DELETE first SELECT the old values of the watched columns (one more query)",
+            ("tracking",),
+        )
+    )
+    return out
+
+
+def sustained_target(name: str, sustained: dict[str, Any]) -> dict[str, Any]:
     best = sustained["best_rate_at_p99_50ms"]
     last = sustained["steps"][-1] if sustained["steps"] else None
     why = ""
@@ -132,63 +193,42 @@ def write_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             f"at {last['rate']:g}/s: {state}; a mutation costs the server {per_write / 1000:.1f} ms of CPU "
             f"(its transaction and stored result, the capture, the re-run, the push){capacity}; {_load(s)}"
         )
-    out.append(
-        _target(
-            f"writes/s with {sustained['subscriptions']:,} distinct live subscriptions ≥ 1,500/s "
-            "at p99 ≤ 50 ms",
-            f"{best:g}/s" if best else "below the lowest rate tried",
-            best is not None and best >= 1500,
-            why,
-        )
+    measured = f"{best:g}/s" if best else "below the lowest rate tried"
+    if sustained["subscriptions"] != 1000:
+        measured += f" (with {sustained['subscriptions']:,} subscriptions)"
+    return _target(name, measured, best is not None and best >= 1500, why, ("writes",))
+
+
+def unwatched_target(
+    name: str, unwatched: dict[str, Any], plain: dict[str, Any], subscriptions: int, tracking: Any
+) -> dict[str, Any]:
+    reruns = unwatched["reruns_per_write"]["median"] if unwatched["reruns_per_write"] else None
+    server_added = (
+        unwatched["cpu_us_per_write"]["median"] - plain["cpu_us_per_write"]["median"]
+        if unwatched["cpu_us_per_write"] and plain["cpu_us_per_write"]
+        else None
     )
-    subscribed = writes["phases"].get("subscribed", {})
-    unwatched = subscribed.get("reactive: view, unwatched rows")
-    plain = subscribed.get("plain Django view")
-    tracking = report.get("tracking")
-    if unwatched and plain:
-        reruns = unwatched["reruns_per_write"]["median"] if unwatched["reruns_per_write"] else None
-        server_added = (
-            unwatched["cpu_us_per_write"]["median"] - plain["cpu_us_per_write"]["median"]
-            if unwatched["cpu_us_per_write"] and plain["cpu_us_per_write"]
-            else None
-        )
-        # The in-process figure resolves tens of µs; the servers' per-write CPU (a few ms of HTTP
-        # handling each, from /proc over 2 s) does not.
-        added = None
-        if tracking:
-            median = tracking["median_us"]
-            single = [op for op in median["plain"] if op != "atomic10"]  # one write each
-            added = max(median["unwatched"][op] - median["plain"][op] for op in single)
-        measured = f"{reruns:g} re-runs/write with {subscribed['_subscriptions']:,} live subscriptions"
-        if added is not None:
-            measured += f"; capture adds at most {added:.0f} µs per ORM write (in-process)"
-        if server_added is not None:
-            measured += f"; server CPU per HTTP write {server_added:+.0f} µs against the plain server"
-        out.append(
-            _target(
-                "writes touching no read set: 0 re-runs, ≤ 50 µs added CPU",
-                measured,
-                reruns == 0 and added is not None and added <= 50,
-                "the capture of every write: the compiler patches and the change record appended "
-                "after the commit; the servers' per-write CPU is a few ms of HTTP handling each and "
-                "too noisy to resolve it",
-            )
-        )
+    # The in-process figure resolves tens of µs; the servers' per-write CPU (a few ms of HTTP
+    # handling each, from /proc over 2 s) does not.
+    added = None
     if tracking:
-        ratios = tracking["ratio"]
-        unwatched_max = max(ratios["unwatched"].values())
-        watched_max = max(ratios["watched"].values())
-        worst = max(ratios["watched"], key=ratios["watched"].get)
-        out.append(
-            _target(
-                "tracking overhead on writes ≤ 1.3x unwatched, ≤ 1.5x watched (ORM, in-process)",
-                f"worst: {unwatched_max:.2f}x unwatched, {watched_max:.2f}x watched ({worst})",
-                unwatched_max <= 1.3 and watched_max <= 1.5,
-                "watched UPDATE and DELETE first SELECT the old values of the watched columns "
-                "(one more query)",
-            )
-        )
-    return out
+        median = tracking["median_us"]
+        single = [op for op in median["plain"] if op != "atomic10"]  # one write each
+        added = max(median["unwatched"][op] - median["plain"][op] for op in single)
+    measured = f"{reruns:g} re-runs/write with {subscriptions:,} live subscriptions"
+    if added is not None:
+        measured += f"; capture adds at most {added:.0f} µs per ORM write (in-process)"
+    if server_added is not None:
+        measured += f"; server CPU per HTTP write {server_added:+.0f} µs against the plain server"
+    return _target(
+        name,
+        measured,
+        reruns == 0 and added is not None and added <= 50,
+        "the capture of every write: the compiler patches and the change record appended "
+        "after the commit; the servers' per-write CPU is a few ms of HTTP handling each and "
+        "too noisy to resolve it",
+        ("writes", "tracking"),
+    )
 
 
 def precision_target(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -196,7 +236,7 @@ def precision_target(report: dict[str, Any]) -> list[dict[str, Any]]:
     tables = report["precision"].get("tables")
     name = "precision on the chat workload > 0.95 (table-level for comparison)"
     if not rows:
-        return [_target(name, "-", None, "not run")]
+        return [_target(name, "-", None, "not run", ("precision",))]
     value = rows["summary"]["precision"]["median"] if rows["summary"]["precision"] else None
     against = tables["summary"]["precision"]["median"] if tables and tables["summary"]["precision"] else None
     measured = f"{value:.3f}" + (f" (table-level {against:.3f})" if against is not None else "")
@@ -208,20 +248,21 @@ def precision_target(report: dict[str, Any]) -> list[dict[str, Any]]:
             "re-runs whose result did not change: an edit of a message re-runs the channel's count "
             "(its read set is channel_id = c, and the edit does not move the row) and its list when the "
             "message is not among the newest shown; read sets bound rows, not the columns a query reads",
+            ("precision",),
         )
     ]
 
 
 def footprint_target(report: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for system, server in (("reactive", "daphne"), ("reactive", "uvicorn")):
+    for system, server in EMBEDDED:
         cells = [
             c for c in report["fanout"]
             if c["system"] == system and c["server"] == server and c.get("footprint_kib")
         ]  # fmt: skip
         name = f"10,000 idle connections per process at ≤ 40 KB each ({system}, {server})"
         if not cells:
-            out.append(_target(name, "-", None, "not run"))
+            out.append(_target(name, "-", None, "not run", ("fanout",), system))
             continue
         cell = max(cells, key=lambda c: c["subscribers"])
         kib = cell["footprint_kib"]["per_idle_connection"].get("server")
@@ -234,6 +275,8 @@ def footprint_target(report: dict[str, Any]) -> list[dict[str, Any]]:
                 cell["subscribers"] >= 10000 and kb is not None and kb <= 40,
                 "per connection: the ASGI server's protocol objects and buffers, the consumer and its "
                 "two tasks (outbox writer, mutation runner)",
+                ("fanout",),
+                system,
             )
         )
     return out

@@ -6,9 +6,9 @@ Closed loop: ``writes_connections`` clients each send a write, wait for its answ
 next, for ``writes_seconds``. The write is always ``writes.bump_counter`` (a ``save()`` in a
 transaction), reached three ways: ``view`` (``POST /bench/bump``, a plain Django view),
 ``http-mutation`` (``POST /reactive/api/mutation``) and ``ws-mutation`` (a ``mutation`` frame,
-answered after the commit's pushes, PROTOCOL.md guarantee 6). The servers (plain Django,
-``reactive``, table-level, DCRF; all Daphne) run side by side and the variants take turns, so
-drift in the machine's load falls on all of them.
+answered after the commit's pushes, PROTOCOL.md guarantee 6). The servers (plain Django and
+``reactive`` under Daphne and under uvicorn, table-level and DCRF under Daphne) run side by side
+and the variants take turns, so drift in the machine's load falls on all of them.
 
 With subscriptions: ``writes_sockets`` sockets with ``writes_subscriptions_per_socket``
 subscriptions each, every counter followed by that many sockets; *watched* writes go to those
@@ -39,6 +39,7 @@ from harness.ports import HOST
 WRITE_KEY = 100_000
 SUSTAINED_KEY = 200_000
 SUSTAINED_P99_MS = 50.0
+WRITES_SERVERS = ("daphne", "uvicorn")  # plain Django's and reactive's; DCRF and table-level: Daphne
 SUSTAINED_SOCKETS = 32  # the writer's WebSockets (a connection runs its mutations one at a time)
 
 
@@ -74,30 +75,50 @@ async def closed_loop(
     }
 
 
-def variants(plan: Plan, subscribed: bool) -> list[tuple[str, str, str, list[int]]]:
-    """(label, system, mode, keys) of one phase, in the order they take turns."""
+def variants(plan: Plan, subscribed: bool, servers: tuple[str, ...]) -> list[tuple[str, str, str, list[int]]]:
+    """(label, system, mode, keys) of one phase, in the order they take turns; ``system`` is a
+    ``Running.name``. Plain Django and ``reactive`` run under each of ``servers`` (labels marked
+    with the server but Daphne's), DCRF and the table-level server under Daphne."""
     watched = [WRITE_KEY + k for k in range(plan.writes_sockets)]
     unwatched = [WRITE_KEY + plan.writes_sockets + k for k in range(plan.writes_sockets)]
     if not subscribed:
-        return [
+        per_server = [
             ("plain Django view", "plain", "view", watched),
             ("reactive: the same view", "reactive", "view", watched),
             ("reactive: HTTP mutation", "reactive", "http-mutation", watched),
             ("reactive: WebSocket mutation", "reactive", "ws-mutation", watched),
-            ("DCRF: the same view", "dcrf", "view", watched),
         ]
-    return [
-        ("plain Django view", "plain", "view", watched),
-        ("reactive: view, watched rows", "reactive", "view", watched),
-        ("reactive: WebSocket mutation, watched rows", "reactive", "ws-mutation", watched),
-        ("reactive: view, unwatched rows", "reactive", "view", unwatched),
-        ("DCRF: view, observed rows", "dcrf", "view", watched),
-        ("table-level: view, watched tables", "tables", "view", watched),
+        daphne_only = [("DCRF: the same view", "dcrf", "view", watched)]
+    else:
+        per_server = [
+            ("plain Django view", "plain", "view", watched),
+            ("reactive: view, watched rows", "reactive", "view", watched),
+            ("reactive: WebSocket mutation, watched rows", "reactive", "ws-mutation", watched),
+            ("reactive: view, unwatched rows", "reactive", "view", unwatched),
+        ]
+        daphne_only = [
+            ("DCRF: view, observed rows", "dcrf", "view", watched),
+            ("table-level: view, watched tables", "tables", "view", watched),
+        ]
+    out = [
+        (variant_label(label, server), f"{system}/{server}", mode, keys)
+        for label, system, mode, keys in per_server
+        for server in servers
     ]
+    return out + [(label, f"{system}/daphne", mode, keys) for label, system, mode, keys in daphne_only]
 
 
-async def write_phases(systems: dict[str, Running], generators: LoadGenerators, plan: Plan) -> dict[str, Any]:
-    """Both phases; every variant ``repeats`` times, taking turns."""
+def variant_label(label: str, server: str) -> str:
+    """A variant's label under ``server``: Daphne's unmarked, as in the runs before uvicorn's."""
+    return label if server == "daphne" else f"{label} ({server})"
+
+
+async def write_phases(
+    systems: dict[str, Running], generators: LoadGenerators, plan: Plan, servers: tuple[str, ...]
+) -> dict[str, Any]:
+    """Both phases; every variant ``repeats`` times, taking turns. ``systems`` by ``Running.name``:
+    plain Django and ``reactive`` under each ASGI server of ``servers``, DCRF and table-level
+    under Daphne."""
     for deployed in systems.values():
         await deployed.reset_counters(WRITE_KEY, 2 * plan.writes_sockets)
     phases: dict[str, Any] = {}
@@ -112,21 +133,27 @@ async def write_phases(systems: dict[str, Running], generators: LoadGenerators, 
                     ]
                     for i in range(plan.writes_sockets)
                 }
-                for offset, name in enumerate(("reactive", "dcrf", "tables")):
+                subscribed_to = [f"reactive/{server}" for server in servers] + [
+                    "dcrf/daphne",
+                    "tables/daphne",
+                ]
+                for offset, name in enumerate(subscribed_to):
                     population = Population(systems[name], generators)
                     # Index ranges apart: the load generators hold every system's sockets at once.
                     await population.subscribe({offset * 10_000_000 + i: keys for i, keys in follows.items()})
                     populations.append(population)
             rows: dict[str, list[dict[str, Any]]] = {}
-            plan_variants = variants(plan, subscribed)
+            plan_variants = variants(plan, subscribed, servers)
             for _ in range(plan.repeats):
                 for label, system, mode, keys in plan_variants:
                     rows.setdefault(label, []).append(
                         await closed_loop(systems[system], generators, mode, keys, plan)
                     )
+            deployed_of = {label: systems[name] for label, name, _, _ in plan_variants}
             phases[phase] = {
                 label: {
-                    "system": next(v[1] for v in plan_variants if v[0] == label),
+                    "system": deployed_of[label].system.name,
+                    "server": deployed_of[label].asgi_server,
                     "mode": next(v[2] for v in plan_variants if v[0] == label),
                     "runs": runs,
                     "writes_per_s": spread([r["writes_per_s"] for r in runs]),
@@ -184,4 +211,17 @@ async def sustained_rates(population: Population, plan: Plan) -> dict[str, Any]:
             best = rate
         if why or p99 is None or p99 > 4 * SUSTAINED_P99_MS or completed < 0.5 * rate:
             break  # far past the target: higher rates only pile up a backlog
-    return {"subscriptions": count, "steps": steps, "best_rate_at_p99_50ms": best}
+    return {
+        "server": population.deployed.asgi_server,
+        "subscriptions": count,
+        "steps": steps,
+        "best_rate_at_p99_50ms": best,
+    }
+
+
+def sustained_runs(writes: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(ASGI server, sustained rates) of a writes section: Daphne's, then uvicorn's if it ran."""
+    runs = [("daphne", writes["sustained"])]
+    if writes.get("sustained_uvicorn"):
+        runs.append(("uvicorn", writes["sustained_uvicorn"]))
+    return runs

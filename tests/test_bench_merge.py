@@ -11,6 +11,7 @@ import pytest
 
 from bench import benchmarks_md, merge
 from bench import report as reports
+from bench import targets as bench_targets
 from bench.plans import PLANS
 from bench.suite import SCENARIOS
 
@@ -90,3 +91,52 @@ def test_runs_of_different_plans_do_not_merge() -> None:
     later["plan"] = "quick"
     with pytest.raises(ValueError, match="cannot merge a quick run into a full run"):
         merge.merge(full_run(), later, "a.json", "b.json")
+
+
+def test_every_target_of_the_issue_has_a_row_even_when_not_run() -> None:
+    targets = bench_targets.evaluate(run("2026-12-01", "aaaaaaa", [], None))
+    names = [t["target"] for t in targets]
+
+    for wanted in (
+        "commit → client, 1 subscriber",
+        "one commit, 1,000 subscribers",
+        "one commit, 10,000 subscribers",
+        "server CPU per delivered update",
+        "writes/s with 1,000 distinct live subscriptions",
+        "writes touching no read set",
+        "tracking overhead on writes",
+        "precision on the chat workload",
+        "10,000 idle connections per process",
+    ):
+        assert any(name.startswith(wanted) for name in names), wanted
+    for pair in (
+        "(reactive, daphne)",
+        "(reactive, uvicorn)",
+        "(reactive-redis, daphne)",
+        "(reactive-redis, uvicorn)",
+    ):
+        assert any(name.startswith("commit → client") and name.endswith(pair) for name in names), pair
+    for server in ("daphne", "uvicorn"):
+        assert any(name.startswith("writes/s") and name.endswith(f"(reactive, {server})") for name in names)
+    assert {t["verdict"] for t in targets} == {"not measured"}
+
+
+def test_each_target_names_the_run_its_figures_come_from() -> None:
+    earlier = full_run()
+    later = run("2026-12-02", "bbbbbbb", ["fanout", "tracking"], ["reactive"])
+    later["fanout"] = [{"system": "reactive", "server": "daphne", "from": "second"}]
+    later["tracking"] = {"from": "second"}
+    merged = merge.merge(earlier, later, "2026-12-01.json", "2026-12-02-fanout.json")
+
+    def run_of(name: str, system: str, scenarios: tuple[str, ...]) -> str:
+        return merge.run_of(merged, {"target": name, "system": system, "scenarios": list(scenarios)})
+
+    assert run_of("fan-out", "reactive", ("fanout",)) == "2026-12-02 10:00, bbbbbbb"
+    assert run_of("fan-out", "reactive-redis", ("fanout",)) == "2026-12-01 10:00, aaaaaaa"
+    assert run_of("latency", "reactive", ("latency",)) == "2026-12-01 10:00, aaaaaaa"
+    assert run_of("no read set", "reactive", ("writes", "tracking")) == (
+        "2026-12-01 10:00, aaaaaaa; 2026-12-02 10:00, bbbbbbb"
+    )
+    assert (
+        merge.run_of(earlier, {"scenarios": ["fanout"], "system": "reactive"}) == "2026-12-01 10:00, aaaaaaa"
+    )
