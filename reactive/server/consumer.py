@@ -169,7 +169,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             self._outbox_bytes += len(text)
             self._outbox_ready.set()
 
-    def push_transition(self, version: int, entries: list[str]) -> None:
+    def push_transition(self, version: int, frame: str) -> None:
         self.last_version = max(self.last_version, version)
         if self._lagging or self._outbox_bytes > reactive_settings.MAX_QUEUED_BYTES:
             # Memory stays bounded for a client that stops reading (on a server with
@@ -178,7 +178,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             self._lagging = True
             self._outbox_ready.set()
             return
-        self.push(protocol.transition_frame(self.last_version, entries))
+        self.push(frame)
 
     def push_result(self, text: str) -> None:
         """A mutation result: after every transition its commit caused (guarantee 6)."""
