@@ -156,6 +156,34 @@ async def test_fifty_sockets_on_one_instance_cost_one_run_per_commit(harness):
             await c.__aexit__(None, None, None)
 
 
+async def test_sockets_sharing_an_instance_get_one_transition_each_with_their_own_ids(harness):
+    (a,) = await harness.write("make_channels", count=1, messages=1)
+    async with harness.client() as twice, harness.client() as other, harness.client() as plain:
+        # The same instance under ids 1 and 2; under id 2 beside another query; under id 1.
+        first, second = (twice.subscribe("chat.list_messages", {"channel": a}) for _ in range(2))
+        count = other.subscribe("chat.message_count", {"channel": a})
+        messages = other.subscribe("chat.list_messages", {"channel": a})
+        alone = plain.subscribe("chat.list_messages", {"channel": a})
+        for subscription in (first, second, count, messages, alone):
+            await subscription.first()
+        marks = {client: len(client.frames) for client in (twice, other, plain)}
+        await plain.mutation("chat.send_message", {"channel": a, "body": "shared"})
+        for subscription in (first, second, messages, alone):
+            await subscription.wait_for(lambda value: len(value) == 2)
+        await count.wait_for(lambda value: value == 2)
+        listed = await harness.fresh("chat.list_messages", {"channel": a})
+        expected = {
+            twice: {first.id: listed, second.id: listed},
+            other: {count.id: 2, messages.id: listed},
+            plain: {alone.id: listed},
+        }
+        for client, values in expected.items():
+            (changed,) = [frame for frame in transitions(client, marks[client]) if frame["updates"]]
+            assert len(changed["updates"]) == len(values)
+            assert {update["id"]: update["value"] for update in changed["updates"]} == values
+            assert client.protocol_violations == []
+
+
 async def test_only_queries_that_read_the_identity_rerun_on_authenticate(harness):
     username = f"user-{uuid.uuid4().hex[:8]}"
     async with harness.client() as control:

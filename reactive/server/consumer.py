@@ -1,7 +1,8 @@
 """The WebSocket consumer: one per client connection, speaking PROTOCOL.md.
 
 Pushed frames never pass through the channel layer or a thread: the process's hub calls
-``push_transition``, which queues the text for this socket's writer task. User code (mutations,
+``push_transition``, which queues the text and starts this socket's writer at once if it is not
+running; the writer hands frames straight to the ASGI server (``sending.py``). User code (mutations,
 actions, token checks) runs in the user-code pool (``executors.py``), one mutation at a time per
 connection, in the order sent, and at most ``MAX_CONCURRENT_CALLS`` calls at once. Each mutation
 and action runs as the user as Django sees them at that moment (``identity.py``), not as they
@@ -34,6 +35,7 @@ from .executors import run_user_code
 from .hub import Hub, get_hub
 from .identity import ANONYMOUS, Identity, identity_of_token
 from .installation import app_installed, require_app_installed
+from .sending import server_send, start_eagerly
 from .throttling import ConnectionCounter, TokenBucket
 
 logger = logging.getLogger("reactive.consumers")
@@ -96,7 +98,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self.max_message_bytes = reactive_settings.MAX_MESSAGE_BYTES
         self._outbox: collections.deque[str] = collections.deque()
         self._outbox_bytes = 0
-        self._outbox_ready = asyncio.Event()
+        self._writing = False  # a writer is sending the outbox (or waiting for the client to read)
+        self._send_to_server = server_send(self.base_send)
         # Set when the client reads slower than its values change: transitions stop queueing
         # and mutation results wait in _held for the one catch-up transition.
         self._lagging = False
@@ -110,7 +113,6 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=protocol.error_frame(refusal))
             await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
             return
-        self._spawn(self._write_outbox())
         if not app_installed():
             # No hub (its backend needs the app's tables): every frame but a ping is answered
             # with what to add (receive() checks).
@@ -167,18 +169,18 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         if not self.closed:
             self._outbox.append(text)
             self._outbox_bytes += len(text)
-            self._outbox_ready.set()
+            self._start_writer()
 
-    def push_transition(self, version: int, entries: list[str]) -> None:
+    def push_transition(self, version: int, frame: str) -> None:
         self.last_version = max(self.last_version, version)
         if self._lagging or self._outbox_bytes > reactive_settings.MAX_QUEUED_BYTES:
             # Memory stays bounded for a client that stops reading (on a server with
             # back-pressure): once it has read what is queued, one transition brings every
             # subscription up to date.
             self._lagging = True
-            self._outbox_ready.set()
+            self._start_writer()
             return
-        self.push(protocol.transition_frame(self.last_version, entries))
+        self.push(frame)
 
     def push_result(self, text: str) -> None:
         """A mutation result: after every transition its commit caused (guarantee 6)."""
@@ -204,23 +206,37 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         for text in held:
             self.push(text)
 
+    def _start_writer(self) -> None:
+        """Send the outbox now, unless a writer already is; a writer that has to wait for the
+        client to read goes on in a task, and the caller (the hub, for every socket) goes on."""
+        if self._writing or self.closed:
+            return
+        self._writing = True
+        try:
+            rest = start_eagerly(self._write_outbox())
+        except Exception:
+            logger.exception("Connection writer failed")
+            return
+        if rest is not None:
+            self._spawn(rest)
+
     async def _write_outbox(self) -> None:
         try:
-            while True:
-                await self._outbox_ready.wait()
-                self._outbox_ready.clear()
-                while self._outbox or self._lagging:
-                    if not self._outbox:
-                        self._catch_up()
-                        continue
-                    text = self._outbox.popleft()
-                    self._outbox_bytes -= len(text)
-                    await self.send(text_data=text)
+            while self._outbox or self._lagging:
+                if not self._outbox:
+                    self._catch_up()
+                    continue
+                text = self._outbox.popleft()
+                self._outbox_bytes -= len(text)
+                await self._send_to_server({"type": "websocket.send", "text": text})
         except (OSError, RuntimeError) as exc:
             # The socket went away under a send (servers raise on sending after a close); the
             # disconnect handler does the cleanup.
             logger.debug("Send failed on a closing connection: %s", exc)
             self._outbox.clear()
+            self._outbox_bytes = 0
+        finally:
+            self._writing = False
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)

@@ -1,10 +1,12 @@
 """The hub: one per server process (per event loop), the fan-out point for its sockets.
 
 The invalidator sends one message per changed query instance to each process that watches it;
-the hub turns it into frames for its own sockets, encoding each result once per change, not once
-per socket. A batch is applied synchronously (no ``await`` inside), so every socket's frames for
-one commit form one ``transition``, and a subscribe or a mutation result can never slip into the
-middle of a batch.
+the hub turns it into frames for its own sockets. A result is encoded once per change, its update
+entry once per subscription id (clients number their subscriptions from 1, so most sockets share
+it), and a frame once per distinct list of entries: a thousand sockets watching one instance get
+the same frame text. A batch is applied synchronously (no ``await`` inside), so every socket's
+frames for one commit form one ``transition``, and a subscribe or a mutation result can never
+slip into the middle of a batch.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..engine import worker
 from ..engine.execution import server_error
 from ..engine.instances import candidate_ids, instance_base
 from ..functions import encoding
+from . import protocol
 from .identity import Identity
 
 logger = logging.getLogger("reactive.hub")
@@ -42,8 +45,8 @@ class Subscriber(Protocol):
     user_id: object | None
     identity: Identity
 
-    def push_transition(self, version: int, entries: list[str]) -> None:
-        """Queue one ``transition`` frame made of these update entries."""
+    def push_transition(self, version: int, frame: str) -> None:
+        """Queue this ``transition`` frame, at ``version`` (the hub's: never below the socket's)."""
 
     def awaiting(self, sub_id: int, request_id: int) -> None:
         """Subscription ``sub_id`` waits for the reply to request ``request_id``."""
@@ -67,7 +70,7 @@ class Subscriber(Protocol):
 class LocalInstance:
     """A live query instance as this process sees it: its latest value and local subscribers."""
 
-    __slots__ = ("entry_key", "identity_bound", "payload_text", "subscribers")
+    __slots__ = ("identity_bound", "subscribers", "tail")
 
     def __init__(self, payload: bytes, is_error: bool, identity_bound: bool) -> None:
         self.subscribers: dict[Subscriber, set[int]] = {}
@@ -75,12 +78,25 @@ class LocalInstance:
         self.set_value(payload, is_error)
 
     def set_value(self, payload: bytes, is_error: bool) -> None:
-        self.payload_text = payload.decode()
-        self.entry_key = "error" if is_error else "value"
+        self.tail = protocol.entry_tail(payload, is_error)
 
     def entry(self, sub_id: int) -> str:
         """This instance's value as one entry of a transition's ``updates``."""
-        return f'{{"id":{sub_id},"{self.entry_key}":{self.payload_text}}}'
+        return protocol.entry(sub_id, self.tail)
+
+    def entries_by_subscriber(self) -> dict[Subscriber, list[str]]:
+        """Each local subscriber's entries of this value, each entry made once per subscription id
+        (the text is shared by every socket that numbered its subscription alike)."""
+        made: dict[int, str] = {}
+        out: dict[Subscriber, list[str]] = {}
+        for consumer, sub_ids in self.subscribers.items():
+            entries = out[consumer] = []
+            for sub_id in sub_ids:
+                entry = made.get(sub_id)
+                if entry is None:
+                    entry = made[sub_id] = protocol.entry(sub_id, self.tail)
+                entries.append(entry)
+        return out
 
 
 @dataclass(slots=True)
@@ -137,7 +153,10 @@ class Hub:
             instance = self.instances.get(candidate)
             if instance is not None:
                 self._attach(instance, candidate, consumer, sub_id)
-                consumer.push_transition(self.processed_version, [instance.entry(sub_id)])
+                version = self.processed_version
+                consumer.push_transition(
+                    version, protocol.transition_frame(version, [instance.entry(sub_id)])
+                )
                 return
         request_id = next(self._request_ids)
         request = Ensure(request_id, self.hub_id, name, encoding.loads(canonical_args), user_id)
@@ -197,8 +216,11 @@ class Hub:
             if instance is None:
                 continue
             instance.set_value(update.payload, update.is_error)
-            for consumer, sub_ids in instance.subscribers.items():
-                frames.setdefault(consumer, []).extend(instance.entry(sub_id) for sub_id in sub_ids)
+            if frames:
+                for consumer, entries in instance.entries_by_subscriber().items():
+                    frames.setdefault(consumer, []).extend(entries)
+            else:  # the first (often the only) changed instance
+                frames = instance.entries_by_subscriber()
         for reply in batch.replies:
             if reply.hub_id != self.hub_id:
                 continue
@@ -210,10 +232,8 @@ class Hub:
             wanted = consumer.is_awaiting(sub_id, reply.request_id)
             if not reply.instance_id:  # the request failed before it became an instance
                 if wanted:
-                    entry_key = "error" if reply.is_error else "value"
-                    frames.setdefault(consumer, []).append(
-                        f'{{"id":{sub_id},"{entry_key}":{reply.payload.decode()}}}'
-                    )
+                    entry = protocol.entry(sub_id, protocol.entry_tail(reply.payload, reply.is_error))
+                    frames.setdefault(consumer, []).append(entry)
                 continue
             instance = self.instances.get(reply.instance_id)
             if instance is None:
@@ -235,9 +255,14 @@ class Hub:
         self._pending_candidates = +self._pending_candidates  # drop zero counts
         if self.hub_id in batch.released_hubs:
             self.rejoin()
-        self.processed_version = max(self.processed_version, batch.version)
+        self.processed_version = version = max(self.processed_version, batch.version)
+        shared: dict[tuple[str, ...], str] = {}  # entries -> frame: sockets with the same entries share it
         for consumer, entries in frames.items():
-            consumer.push_transition(self.processed_version, entries)
+            key = tuple(entries)
+            frame = shared.get(key)
+            if frame is None:
+                frame = shared[key] = protocol.transition_frame(version, entries)
+            consumer.push_transition(version, frame)
         if batch.revoked:  # a logout, a deactivation, a password change...: rare, so a scan
             for consumer in list(self.consumers):
                 if consumer.identity.concerned_by(batch.revoked):

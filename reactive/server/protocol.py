@@ -106,6 +106,16 @@ def error_frame(error: ProtocolError, **reference: int) -> str:
     return dumps({"type": "error", "error": error.as_dict(), **reference})
 
 
+def entry_tail(payload: bytes, is_error: bool) -> str:
+    """What follows the id in an update entry of this encoded value (or error)."""
+    return f',"{"error" if is_error else "value"}":{payload.decode()}}}'
+
+
+def entry(sub_id: int, tail: str) -> str:
+    """One entry of a transition's ``updates``: ``{"id": sub_id, "value": ...}``."""
+    return f'{{"id":{sub_id}{tail}'
+
+
 def transition_frame(version: int, entries: list[str]) -> str:
     return f'{{"type":"transition","version":{version},"updates":[{",".join(entries)}]}}'
 
