@@ -23,7 +23,7 @@ from typing import Protocol
 
 from ..records import RowChange, encode_change
 from ..settings import reactive_settings
-from . import identities, logtable
+from . import identities, logtable, origin
 
 _local = threading.local()
 
@@ -170,6 +170,7 @@ def before_commit(connection) -> int | None:
         [row for part in parts for row in part.rows],
         {table for part in parts for table in part.opaque_tables},
         frozenset().union(*(part.revoked for part in parts)),
+        origin.current(),
     )
     return logtable.append(connection, changes)
 
