@@ -22,6 +22,7 @@ from django.urls import reverse
 from harness.processes import ROOT, Process
 from reactive.client import ReactiveClient, ReactiveClientError
 from tests.conftest import Harness, server_env, start_daphne
+from tests.test_admin import AdminBrowser, _change_form_fields
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 LIVE = "reactive.live."
@@ -154,6 +155,39 @@ async def test_a_staff_socket_sees_a_subscription_rerun_and_why(harness: Harness
         assert invalidator["servers"]
 
 
+@pytest.mark.asyncio
+async def test_a_write_made_in_the_admin_shows_as_coming_from_the_admin(harness: Harness) -> None:
+    username = f"staff-{uuid.uuid4().hex[:8]}"
+    token = await token_for(harness, username, staff=True)
+    (channel,) = await harness.write("make_channels", count=1, messages=1)
+    browser = AdminBrowser(harness.server.http_url)
+    async with harness.client() as user, harness.client() as staff:
+        (message,) = await user.subscribe("chat.list_messages", {"channel": channel}).first()
+        await staff.authenticate(token)
+        await staff.ping()
+        writes = staff.subscribe(LIVE + "writes")
+        await writes.first()
+
+        def edit_in_admin() -> None:
+            browser.post_form(
+                "/admin/login/", {"username": username, "password": "a-password", "next": "/admin/"}
+            )
+            path = f"/admin/chat/message/{message['id']}/change/"
+            fields = _change_form_fields(browser.get(path))
+            fields["body"] = "edited in the admin"
+            browser.post_form(path, fields)
+
+        await asyncio.to_thread(edit_in_admin)
+        seen = await writes.wait_for(
+            lambda value: any(
+                write["origin"] and write["origin"][1] == "admin" and "chat_message" in write["tables"]
+                for write in value["recent"]
+            ),
+            timeout=15,
+        )
+        assert any(t["table"] == "chat_message" and t["touched"] >= 1 for t in seen["tables"])
+
+
 # -- In headless Chromium ----------------------------------------------------------------------
 
 REDIS = bool(os.environ.get("REDIS_URL"))
@@ -255,6 +289,9 @@ def test_a_staff_user_watches_a_subscription_move_on_the_dashboard(site: Site, t
             for index in range(3):
                 run(control.mutation("chat.send_message", {"channel": busy, "body": f"message {index}"}))
             run(listed.wait_for(lambda value: len(value) == 5))
+            expect(
+                page.locator("#live-instances tbody tr").filter(has_text="chat.list_messages")
+            ).to_have_count(1)
             row.locator("td.name a").click()
             expect(page.locator("#live-function tbody tr")).to_have_count(1)
             expect(page.locator("#live-function polyline")).to_have_count(2)

@@ -166,11 +166,13 @@ def before_commit(connection) -> int | None:
     if pending is None or not pending.parts or _sink is None:
         return None
     parts = pending.parts
+    rows = [row for part in parts for row in part.rows]
+    opaque = {table for part in parts for table in part.opaque_tables}
     changes = encode_change(
-        [row for part in parts for row in part.rows],
-        {table for part in parts for table in part.opaque_tables},
+        rows,
+        opaque,
         frozenset().union(*(part.revoked for part in parts)),
-        origin.current(),
+        origin.current(opaque.union(row.table for row in rows)),
     )
     return logtable.append(connection, changes)
 

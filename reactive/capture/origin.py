@@ -1,10 +1,11 @@
 """Where a commit comes from: the process, and what ran in it (a mutation, the admin, a shell).
 
 Written into each change record (``ChangeRecord.origin``) for the admin's live dashboard, which
-shows why a query re-ran. What runs is a context variable: a mutation sets its name around its
-transaction (``engine/execution.py``), an HTTP request its kind (``from_request``, connected to
-``request_started`` in ``apps.py``); otherwise it is the process's own role, from its command
-line (``shell``, ``command <name>``, ``worker``, ``server``).
+shows why a query re-ran. What ran is, in this order: what a context variable says (mutations
+and actions set their name around their run, ``engine/execution.py``); ``admin`` when the
+transaction wrote the admin's log (every add, change and delete made in the Django admin writes
+a ``LogEntry`` in its own transaction, so no middleware or request hook is needed); else the
+process's own role, from its command line (``shell``, ``command <name>``, ``worker``, ``server``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import contextvars
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from typing import Any
 
-from django.urls import NoReverseMatch, reverse
+ADMIN_LOG_TABLE = "django_admin_log"  # django.contrib.admin.models.LogEntry
 
 _acting: contextvars.ContextVar[str | None] = contextvars.ContextVar("reactive_origin", default=None)
 _process: tuple[int, str] | None = None
@@ -52,9 +52,22 @@ def process_role(argv: list[str] | None = None) -> str:
     return program or "python"
 
 
-def current() -> tuple[str, str]:
-    """(process, what runs) for a commit made now in this context."""
-    return process_name(), _acting.get() or process_role()
+def current(tables: Collection[str] = ()) -> tuple[str, str]:
+    """(process, what runs) for a commit made now in this context, which wrote ``tables``."""
+    acting = _acting.get()
+    if acting is None:
+        acting = "admin" if ADMIN_LOG_TABLE in tables else _role()
+    return process_name(), acting
+
+
+def _role() -> str:
+    global _process_role
+    if _process_role is None:
+        _process_role = process_role()
+    return _process_role
+
+
+_process_role: str | None = None
 
 
 @contextmanager
@@ -65,34 +78,3 @@ def acting_as(label: str) -> Iterator[None]:
         yield
     finally:
         _acting.reset(token)
-
-
-def from_request(
-    sender: Any = None, *, environ: dict | None = None, scope: dict | None = None, **kwargs: Any
-) -> None:
-    """``request_started`` receiver: commits of this request come from the admin or a view."""
-    if scope is not None:
-        path = scope.get("path", "")
-    elif environ is not None:
-        path = environ.get("PATH_INFO", "")
-    else:
-        return
-    _acting.set("admin" if path.startswith(_admin_prefix()) else f"view {path}")
-
-
-def request_done(sender: Any = None, **kwargs: Any) -> None:
-    """``request_finished`` receiver: a thread that served a request does not keep its origin."""
-    _acting.set(None)
-
-
-def _admin_prefix() -> str:
-    global _admin_path
-    if _admin_path is None:
-        try:
-            _admin_path = reverse("admin:index")
-        except NoReverseMatch:  # no admin in this project
-            _admin_path = "\0"
-    return _admin_path
-
-
-_admin_path: str | None = None
