@@ -21,6 +21,15 @@ from django.urls import reverse
 
 from harness.processes import ROOT, Process
 from reactive.client import ReactiveClient, ReactiveClientError
+from reactive.engine.stats import (
+    RECORDS_KEPT,
+    RUN_TIMES_KEPT,
+    SERIES_SECONDS,
+    WHY_KEPT,
+    InvalidatorStats,
+    explain,
+)
+from reactive.records import ChangeRecord, ReadSet, RowChange
 from tests.conftest import Harness, server_env, start_daphne
 from tests.test_admin import AdminBrowser, _change_form_fields
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -67,6 +76,53 @@ def test_staff_users_see_the_dashboard_linked_from_the_admin_index(client, djang
     assert 'id="live"' in page
     assert 'data-websocket-path="/reactive/ws/"' in page
     assert "reactive-admin/dashboard.js" in page
+
+
+# -- The statistics: bounded, and why an instance re-ran ----------------------------------------
+
+
+class _Run:
+    def __init__(self, read_set: ReadSet) -> None:
+        self.payload, self.is_error, self.read_set = b"[]", False, read_set
+
+
+def test_the_statistics_stay_bounded_and_forget_released_instances() -> None:
+    stats = InvalidatorStats()
+    read_set = ReadSet({"chat_message": {frozenset({("channel_id", 1)})}})
+    for version in range(1, 2001):
+        stats.ran("rq.a", "chat.message_count", {"channel": 1}, _Run(read_set), 0.001, version % 2 == 0)
+        record = ChangeRecord(
+            version, (RowChange("chat_message", None, {"id": f"i{version}", "channel_id": "i1"}),)
+        )
+        stats.passed([record], [{"rq.a"}])
+    instance = stats.instances["rq.a"]
+    assert (instance.runs, instance.updates, instance.unchanged) == (2000, 1000, 1000)
+    assert len(instance.times) == RUN_TIMES_KEPT
+    assert len(instance.why) == WHY_KEPT
+    assert len(stats.writes) == RECORDS_KEPT
+    assert len(stats.functions["chat.message_count"]) <= SERIES_SECONDS
+    stats.forget("rq.a")
+    assert stats.instances == {}
+
+
+def test_why_names_the_row_and_the_condition_of_the_read_set_it_matched() -> None:
+    read_set = ReadSet({"chat_message": {frozenset({("channel_id", 5)}), frozenset({("id", 9)})}})
+    moved = RowChange("chat_message", {"id": "i7", "channel_id": "i5"}, {"id": "i7", "channel_id": "i6"})
+    unknown = RowChange("chat_message", {"id": "i8"}, None)  # channel_id not captured: any value
+    other = RowChange("chat_channel", None, {"id": "i5"})
+    found = explain((moved, unknown, other), [], read_set)
+    assert found[0] == {
+        "table": "chat_message",
+        "pk": "7",
+        "condition": "channel_id = 5",
+        "columns": ["channel_id"],
+        "unknown": [],
+        "image": "old",
+    }
+    assert found[1]["pk"] == "8" and found[1]["unknown"] == ["channel_id"]
+    assert len(found) == 2
+    assert explain((), ["chat_message"], read_set)[0]["condition"] == "the whole table was written"
+    assert explain((), ["chat_channel"], read_set) == []
 
 
 # -- The system queries over the socket -------------------------------------------------------
