@@ -172,7 +172,7 @@ def before_commit(connection) -> int | None:
         rows,
         opaque,
         frozenset().union(*(part.revoked for part in parts)),
-        origin.current(opaque.union(row.table for row in rows)),
+        origin.current(rows, opaque),
     )
     return logtable.append(connection, changes)
 

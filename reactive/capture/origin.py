@@ -14,22 +14,23 @@ import contextvars
 import os
 import socket
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
+
+from ..records import RowChange
 
 ADMIN_LOG_TABLE = "django_admin_log"  # django.contrib.admin.models.LogEntry
 
 _acting: contextvars.ContextVar[str | None] = contextvars.ContextVar("reactive_origin", default=None)
-_process: tuple[int, str] | None = None
+_process: str | None = None
 
 
 def process_name() -> str:
-    """``host:pid`` of this process (computed again after a fork)."""
+    """``host:pid`` of this process."""
     global _process
-    pid = os.getpid()
-    if _process is None or _process[0] != pid:
-        _process = (pid, f"{socket.gethostname()}:{pid}")
-    return _process[1]
+    if _process is None:
+        _process = f"{socket.gethostname()}:{os.getpid()}"
+    return _process
 
 
 def process_role(argv: list[str] | None = None) -> str:
@@ -52,12 +53,13 @@ def process_role(argv: list[str] | None = None) -> str:
     return program or "python"
 
 
-def current(tables: Collection[str] = ()) -> tuple[str, str]:
-    """(process, what runs) for a commit made now in this context, which wrote ``tables``."""
+def current(rows: Iterable[RowChange] = (), opaque_tables: Collection[str] = ()) -> tuple[str, str]:
+    """(process, what runs) for a commit made now in this context, which wrote these."""
     acting = _acting.get()
     if acting is None:
-        acting = "admin" if ADMIN_LOG_TABLE in tables else _role()
-    return process_name(), acting
+        admin = ADMIN_LOG_TABLE in opaque_tables or any(row.table == ADMIN_LOG_TABLE for row in rows)
+        acting = "admin" if admin else _role()
+    return _process or process_name(), acting
 
 
 def _role() -> str:
@@ -68,6 +70,14 @@ def _role() -> str:
 
 
 _process_role: str | None = None
+
+
+def _forget_process() -> None:
+    global _process, _process_role
+    _process = _process_role = None
+
+
+os.register_at_fork(after_in_child=_forget_process)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import heapq
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 from django.apps import apps
@@ -78,16 +78,26 @@ class InstanceStats:
 class WriteEntry:
     """A recent change record, trimmed to what the dashboard shows."""
 
-    __slots__ = ("opaque", "origin", "rows", "rows_by_table", "time", "touched", "version")
+    __slots__ = ("_rows_by_table", "opaque", "origin", "rows", "time", "touched", "version")
 
     def __init__(self, record: ChangeRecord, touched: int, now: float) -> None:
         self.version = record.version
         self.origin = record.origin
         self.time = now
         self.touched = touched
-        self.opaque = sorted(record.opaque_tables)
-        self.rows = record.rows[:ROWS_KEPT]
-        self.rows_by_table = Counter(row.table for row in record.rows)
+        self.opaque = record.opaque_tables
+        self.rows = record.rows
+        # Counted now only when rows are dropped (a large commit); else when shown.
+        self._rows_by_table: Counter[str] | None = None
+        if len(record.rows) > ROWS_KEPT:
+            self._rows_by_table = Counter(row.table for row in record.rows)
+            self.rows = record.rows[:ROWS_KEPT]
+
+    @property
+    def rows_by_table(self) -> Counter[str]:
+        if self._rows_by_table is None:
+            self._rows_by_table = Counter(row.table for row in self.rows)
+        return self._rows_by_table
 
 
 class InvalidatorStats:
@@ -217,7 +227,7 @@ def _write_data(write: WriteEntry) -> dict[str, Any]:
         "origin": list(write.origin) if write.origin else None,
         "tables": dict(write.rows_by_table)
         | {table: 0 for table in write.opaque if table not in write.rows_by_table},
-        "opaque": write.opaque,
+        "opaque": sorted(write.opaque),
         "touched": write.touched,
     }
 
@@ -235,11 +245,13 @@ def _why_data(version: int, read_set: ReadSet, write: WriteEntry | None) -> dict
     }
 
 
-def explain(rows: tuple[RowChange, ...], opaque: list[str], read_set: ReadSet, limit: int = 5) -> list[dict]:
+def explain(
+    rows: tuple[RowChange, ...], opaque: Iterable[str], read_set: ReadSet, limit: int = 5
+) -> list[dict]:
     """The rows (and tables written as a whole) that hit ``read_set``, each with the condition
     it matched and the columns compared (a column the row image lacks matches any value)."""
     found: list[dict] = []
-    for table in opaque:
+    for table in sorted(opaque):
         if table == ANY_TABLE or table in read_set.tables or ANY_TABLE in read_set.tables:
             found.append(
                 {"table": table, "pk": None, "condition": "the whole table was written", "columns": []}
