@@ -30,9 +30,11 @@ from reactive.engine.stats import (
     explain,
 )
 from reactive.records import ChangeRecord, ReadSet, RowChange
+from tests import test_cluster
 from tests.conftest import Harness, server_env, start_daphne
 from tests.test_admin import AdminBrowser, _change_form_fields
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_cluster import clients, make_channels, open_client
 
 LIVE = "reactive.live."
 QUERIES = ["connections", "instances", "invalidator", "writes"]
@@ -370,3 +372,61 @@ async def _connected(url: str) -> ReactiveClient:
     client = ReactiveClient(url)
     await client.connect()
     return client
+
+
+# -- As deployed on Redis: dedicated workers, two servers, a shell ------------------------------
+
+cluster = test_cluster.cluster  # the fixture: a private Redis and Postgres database, processes on them
+
+
+@pytest.mark.redis_only
+@pytest.mark.asyncio
+async def test_the_dashboard_on_one_server_shows_every_process_of_a_cluster(cluster) -> None:
+    a, b = cluster.start_servers("server-a", "server-b")
+    workers = [cluster.start_worker("worker-1"), cluster.start_worker("worker-2")]
+    leader = await cluster.wait_for_leader(workers)
+    (standby,) = [worker for worker in workers if worker is not leader]
+    async with clients() as opened:
+        staff = await open_client(opened, a)
+        holder = await open_client(opened, b)
+        username = f"staff-{uuid.uuid4().hex[:8]}"
+        await staff.action("testapp.make_admin", {"username": username, "password": "a-password"})
+        await staff.authenticate(await staff.action("testapp.token_for", {"username": username}))
+        await staff.ping()
+        (channel,) = await make_channels(staff, 1, messages=1)
+        count = holder.subscribe("chat.message_count", {"channel": channel})
+        assert await count.first() == 1
+
+        invalidator = await staff.subscribe(LIVE + "invalidator").wait_for(
+            lambda value: (
+                {(w["role"], w["process"].rsplit(":", 1)[1]) for w in value["workers"]}
+                == {("leader", str(leader.pid)), ("standby", str(standby.pid))}
+                and {s["process"].rsplit(":", 1)[1] for s in value["servers"]} == {str(a.pid), str(b.pid)}
+            ),
+            timeout=20,
+        )
+        assert invalidator["backend"] == "redis"
+        connections = await staff.subscribe(LIVE + "connections").wait_for(
+            lambda value: any(
+                c["process"].endswith(f":{b.pid}") and c["subscriptions"] == 1 for c in value["connections"]
+            ),
+            timeout=20,
+        )
+        assert any(c["user"] == username for c in connections["connections"])
+
+        code = (
+            "from project.chat.models import Message; "
+            f"Message.objects.create(channel_id={channel}, body='from a shell')"
+        )
+        shell = await asyncio.to_thread(cluster.manage, "shell", "-c", code)
+        assert shell.returncode == 0, shell.stdout + shell.stderr
+        assert await count.wait_for(lambda value: value == 2) == 2
+
+        def rerun_by_the_shell(value: dict[str, Any]) -> bool:
+            found = find(value["instances"], "chat.message_count", {"channel": channel})
+            return bool(found and found["subscribers"] == 1 and found["why"] and found["why"][0]["origin"])
+
+        instances = await staff.subscribe(LIVE + "instances").wait_for(rerun_by_the_shell, timeout=20)
+        why = find(instances["instances"], "chat.message_count", {"channel": channel})["why"][0]
+        assert why["origin"][1] == "shell"
+        assert why["matches"][0]["condition"] == f"channel_id = {channel}"
