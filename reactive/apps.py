@@ -3,6 +3,7 @@ from django.utils.module_loading import autodiscover_modules
 
 from . import backends, checks  # noqa: F401  (system checks register on import)
 from .capture import commits, patches
+from .server import dashboard  # noqa: F401  (the admin dashboard's queries register on import)
 from .settings import reactive_settings
 
 

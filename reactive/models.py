@@ -91,3 +91,17 @@ class ChangeLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"change {self.xid if self.xid is not None else self.pk}"
+
+
+class Live(models.Model):
+    """No table: the admin's "Live subscriptions" page (``admin.py``), listed under this app.
+
+    An unmanaged model is how a page of the default admin site is added without touching the
+    project's URLs: its ModelAdmin serves the dashboard instead of a change list.
+    """
+
+    class Meta:
+        app_label = "reactive"
+        managed = False
+        default_permissions = ()
+        verbose_name = verbose_name_plural = "Live subscriptions"

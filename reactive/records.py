@@ -92,12 +92,16 @@ class ChangeRecord:
     ``revoked`` names the sign-ins the commit may have ended or whose rights it may have changed
     (``capture/identities.py``): ``"user:<pk>"`` for a user row updated or deleted,
     ``"session:<key>"`` for a session deleted, ``ANYONE`` when it cannot tell whose.
+
+    ``origin`` says where the commit came from, for the admin's dashboard: the process
+    (``host:pid``) and what ran in it (``mutation chat.send_message``, ``admin``, ``shell``...).
     """
 
     version: int
     rows: tuple[RowChange, ...] = ()
     opaque_tables: frozenset[str] = field(default_factory=frozenset)
     revoked: frozenset[str] = field(default_factory=frozenset)
+    origin: tuple[str, str] | None = None
 
 
 # The text form ---------------------------------------------------------------------------------
@@ -130,7 +134,10 @@ def image_text(image: RowImage | None) -> dict[str, str] | None:
 
 
 def encode_change(
-    rows: Iterable[RowChange], opaque_tables: Iterable[str], revoked: Iterable[str] = ()
+    rows: Iterable[RowChange],
+    opaque_tables: Iterable[str],
+    revoked: Iterable[str] = (),
+    origin: tuple[str, str] | None = None,
 ) -> str:
     """One commit's changes as the JSON text stored in the change log (images as value texts)."""
     record: dict = {
@@ -139,6 +146,8 @@ def encode_change(
     }
     if revoked:  # rare: most commits end no sign-in
         record["revoked"] = sorted(revoked)
+    if origin is not None:
+        record["origin"] = origin
     return orjson.dumps(record).decode()
 
 
@@ -146,7 +155,14 @@ def decode_change(version: int, text: str | bytes) -> ChangeRecord:
     """A change record read back from the log: its row images hold value texts."""
     data = orjson.loads(text)
     rows = tuple(RowChange(table, old, new) for table, old, new in data["rows"])
-    return ChangeRecord(version, rows, frozenset(data["opaque"]), frozenset(data.get("revoked", ())))
+    origin = data.get("origin")
+    return ChangeRecord(
+        version,
+        rows,
+        frozenset(data["opaque"]),
+        frozenset(data.get("revoked", ())),
+        tuple(origin) if origin else None,
+    )
 
 
 # What a pruned stretch of the log is replaced by: every table changed.

@@ -15,12 +15,16 @@ A backend runs no engine code: the server starts the invalidator (``engine.worke
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import ChangeRecord, ReadSet, RowChange
+
+# A published statistics snapshot that is not renewed for this long is gone (its process is).
+STATS_TTL_SECONDS = 5.0
 
 
 class BackendUnavailable(Exception):
@@ -150,9 +154,13 @@ class ReadSetIndex(ABC):
     def match(self, record: ChangeRecord) -> set[str]:
         """The instances whose read set one of the record's rows (old or new values) hits."""
 
+    def match_each(self, records: list[ChangeRecord]) -> list[set[str]]:
+        """``match`` of each of a pass's records (a backend may do it in one round trip)."""
+        return [self.match(record) for record in records]
+
     def match_all(self, records: list[ChangeRecord]) -> set[str]:
-        """``match`` for a pass's records (a backend may do it in one round trip)."""
-        return set().union(*(self.match(record) for record in records))
+        """The instances any of a pass's records affects."""
+        return set().union(*self.match_each(records))
 
     def set_all(self, read_sets: dict[str, ReadSet]) -> None:
         """``set`` for a pass's re-run instances."""
@@ -176,6 +184,7 @@ class Backend(ABC):
 
     def __init__(self) -> None:
         self._on_close: list[Callable[[], None]] = []
+        self._stats: dict[str, tuple[float, bytes]] = {}
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the backend closes (the worker stops with it)."""
@@ -242,6 +251,19 @@ class Backend(ABC):
 
     def release_lease(self, token: str) -> None:  # noqa: B027
         pass
+
+    # Live statistics, for the admin's dashboard (``engine/stats.py``, ``server/stats.py``): each
+    # process publishes a snapshot of its own about once a second; the dashboard's queries read
+    # them all. In this process's memory by default; the Redis backend shares them.
+
+    def publish_stats(self, source: str, snapshot: bytes) -> None:
+        """Keep ``source``'s latest snapshot (JSON) for ``STATS_TTL_SECONDS`` (any thread)."""
+        self._stats[source] = (time.monotonic() + STATS_TTL_SECONDS, snapshot)
+
+    def stats_snapshots(self) -> list[bytes]:
+        """The snapshots of every live source this backend reaches, in no particular order."""
+        now = time.monotonic()
+        return [snapshot for expires, snapshot in list(self._stats.values()) if expires > now]
 
     def close(self) -> None:
         """Stop background work (tests, a change of settings)."""

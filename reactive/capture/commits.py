@@ -23,7 +23,7 @@ from typing import Protocol
 
 from ..records import RowChange, encode_change
 from ..settings import reactive_settings
-from . import identities, logtable
+from . import identities, logtable, origin
 
 _local = threading.local()
 
@@ -166,10 +166,13 @@ def before_commit(connection) -> int | None:
     if pending is None or not pending.parts or _sink is None:
         return None
     parts = pending.parts
+    rows = [row for part in parts for row in part.rows]
+    opaque = {table for part in parts for table in part.opaque_tables}
     changes = encode_change(
-        [row for part in parts for row in part.rows],
-        {table for part in parts for table in part.opaque_tables},
+        rows,
+        opaque,
         frozenset().union(*(part.revoked for part in parts)),
+        origin.current(rows, opaque),
     )
     return logtable.append(connection, changes)
 

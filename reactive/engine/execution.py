@@ -17,7 +17,7 @@ from typing import Any
 from django.db import IntegrityError, OperationalError, connection, transaction
 
 from ..backends import get_backend
-from ..capture import commits, tracking
+from ..capture import commits, origin, tracking
 from ..errors import BadMessage, InvalidArgs, ProtocolError, ServerError, error_from_dict
 from ..functions import encoding
 from ..functions.context import Context
@@ -190,7 +190,11 @@ def _run_mutation(
     ctx = Context.for_user(user, kind="mutation", session_id=session_id)
     for attempt in range(_SQLITE_ATTEMPTS):
         try:
-            with commits.commit_versions() as published, transaction.atomic():
+            with (
+                origin.acting_as(f"mutation {function.name}"),
+                commits.commit_versions() as published,
+                transaction.atomic(),
+            ):
                 function.check_permission(ctx)
                 payload = encoding.dumps_result(function.name, function.func(ctx, **validated))
                 if replay is not None:
@@ -221,7 +225,8 @@ def call_action(name: str, args: dict[str, Any], user: Any) -> bytes:
     validated = function.validate_args(args)
     ctx = ActionContext.for_user(user, kind="action")
     function.check_permission(ctx)
-    return encoding.dumps_result(function.name, function.func(ctx, **validated))
+    with origin.acting_as(f"action {function.name}"):
+        return encoding.dumps_result(function.name, function.func(ctx, **validated))
 
 
 class ActionContext(Context):

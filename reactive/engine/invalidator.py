@@ -17,18 +17,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ..auth import active_user
 from ..backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release, Subscribed
+from ..capture import origin
 from ..errors import ProtocolError
 from ..functions import encoding
 from ..functions.context import Context
 from ..functions.registry import Function, get_function
 from ..models import MutationRecord
-from ..records import ANYONE
+from ..records import ANYONE, ChangeRecord
 from ..settings import reactive_settings
 from .execution import QueryRun, run_query, server_error
 from .instances import SHARED, candidate_ids, identity_of, instance_base, instance_id
 from .snapshot import read_snapshot
+from .stats import STATS_TABLE, InvalidatorStats, worker_source
 
 logger = logging.getLogger("reactive.invalidation")
 
@@ -72,12 +76,17 @@ class Invalidator:
         self._dropped: set[str] = set()
         self._hubs_of: dict[str, set[str]] = {}
         self._rerun_all = False
+        # For the admin's dashboard (engine/stats.py); the worker names its snapshot.
+        self.stats = InvalidatorStats()
+        self.stats_source = worker_source(f"{origin.process_name()}:{id(self):x}")
 
     # One pass ----------------------------------------------------------------------------
 
     def step(self, timeout: float) -> bool:
-        records, requests = self.backend.next_work(self.version, 0 if self._rerun_all else timeout)
-        if not records and not requests and not self._rerun_all:
+        wait = 0 if self._rerun_all else min(timeout, self.stats.seconds_to_tick())
+        records, requests = self.backend.next_work(self.version, wait)
+        ticked = self._stats_tick()
+        if not records and not requests and not self._rerun_all and not ticked:
             return False
         batch = Batch(records[-1].version if records else self.version)
         batch.revoked = frozenset().union(*(record.revoked for record in records))
@@ -87,7 +96,9 @@ class Invalidator:
         self._rerun_all = False
         # Records pruned before we read them come back as one record of every table: it matches
         # every instance (backends/changelog.py).
-        affected |= self.backend.index.match_all(records)
+        matched = self.backend.index.match_each(records)
+        affected |= set().union(ticked, *matched)
+        self.stats.passed(records, matched)
         ensures = []
         for request in requests:
             if isinstance(request, Ensure):
@@ -124,6 +135,23 @@ class Invalidator:
         self.backend.deliver(batch)
         self.backend.save_progress(self.version)
         return True
+
+    def _stats_tick(self) -> set[str]:
+        """About once a second, while a dashboard watches: publish this worker's statistics, and
+        return the instances that show them (they read ``STATS_TABLE``), to re-run in this pass."""
+        if not self.stats.tick_due() or self.backend.index.watched_columns(STATS_TABLE) is None:
+            return set()
+        try:
+            snapshot = self.stats.snapshot(
+                head=self.backend.log.head(), processed=self.version, live=len(self.instances)
+            )
+            snapshot.update(
+                kind="worker", role="leader", source=self.stats_source, process=origin.process_name()
+            )
+            self.backend.publish_stats(self.stats_source, orjson.dumps(snapshot))
+        except Exception:  # the dashboard shows older numbers; the queries go on
+            logger.exception("Could not publish the invalidator's statistics")
+        return self.backend.index.match(ChangeRecord(self.version, opaque_tables=frozenset({STATS_TABLE})))
 
     def tick(self) -> None:
         """Deliver an empty batch at the current version."""
@@ -179,23 +207,29 @@ class Invalidator:
         self._changed.clear()
         self._dropped.clear()
 
-    def _run(self, function: Function, args: dict[str, Any], user_id: object | None) -> QueryRun:
+    def _run(
+        self, function: Function, args: dict[str, Any], user_id: object | None
+    ) -> tuple[QueryRun, float]:
         self.runs[function.name] += 1
-        return run_query(function, args, Context(_user_loader(user_id), kind="query"))
+        began = time.perf_counter()
+        run = run_query(function, args, Context(_user_loader(user_id), kind="query"))
+        return run, time.perf_counter() - began
 
     def _rerun(self, instance: Instance, batch: Batch, runs: dict[str, QueryRun]) -> None:
         self.instance_runs[instance.id] += 1
-        run = self._run(instance.function, instance.args, instance.user_id)
+        run, seconds = self._run(instance.function, instance.args, instance.user_id)
         if run.read_identity and not instance.identity_bound:
             # A shared instance now reads the caller: each subscriber re-subscribes as itself.
             self._drop(instance.id)
             batch.resubscribe.append(instance.id)
             return
         runs[instance.id] = run
-        if run.payload != instance.payload or run.is_error != instance.is_error:
+        changed = run.payload != instance.payload or run.is_error != instance.is_error
+        if changed:
             instance.payload, instance.is_error = run.payload, run.is_error
             self._changed.add(instance.id)
             batch.updates.append(InstanceUpdate(instance.id, run.payload, run.is_error))
+        self.stats.ran(instance.id, instance.function.name, instance.canonical_args, run, seconds, changed)
 
     def _ensure(self, request: Ensure, batch: Batch, runs: dict[str, QueryRun]) -> None:
         try:
@@ -212,7 +246,7 @@ class Invalidator:
             if instance is not None:
                 self._attach(instance, request, batch)
                 return
-        run = self._run(function, args, request.user_id)
+        run, seconds = self._run(function, args, request.user_id)
         bound = run.read_identity
         instance = Instance(
             id=instance_id(base, identity_of(request.user_id) if bound else SHARED),
@@ -227,6 +261,7 @@ class Invalidator:
         )
         self.instances[instance.id] = instance
         self.instance_runs[instance.id] += 1
+        self.stats.ran(instance.id, function.name, request.args, run, seconds, True)
         runs[instance.id] = run
         self._attach(instance, request, batch)
 
@@ -257,6 +292,7 @@ class Invalidator:
 
     def _drop(self, instance_id_: str) -> None:
         self.instances.pop(instance_id_, None)
+        self.stats.forget(instance_id_)
         self.backend.index.remove(instance_id_)
         self._dropped.add(instance_id_)
 

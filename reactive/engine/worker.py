@@ -14,10 +14,13 @@ import threading
 import time
 import uuid
 
+import orjson
 from django.db import close_old_connections, connection
 
 from ..backends.base import Backend
 from .invalidator import Invalidator
+from .stats import TICK_SECONDS as STATS_SECONDS
+from .stats import standby_snapshot, worker_source
 
 logger = logging.getLogger("reactive.worker")
 
@@ -42,6 +45,7 @@ class Worker:
         self.stopping.set()
 
     def run_forever(self) -> None:
+        last_published = 0.0
         while not self.stopping.is_set():
             try:
                 if self.backend.acquire_lease(self.token):
@@ -49,6 +53,11 @@ class Worker:
                 else:
                     self.invalidator = None  # another worker leads: its state is the truth
                     self.started.set()
+                    if time.monotonic() - last_published > STATS_SECONDS:  # for the dashboard
+                        last_published = time.monotonic()
+                        self.backend.publish_stats(
+                            worker_source(self.token), orjson.dumps(standby_snapshot(self.token))
+                        )
                     time.sleep(STANDBY_POLL_SECONDS)
             except Exception:
                 # Typically the backend went away; keep what this worker knows and retry.
@@ -65,6 +74,7 @@ class Worker:
         same invalidator goes on: its memory holds the live instances if Redis lost them."""
         if self.invalidator is None or self.backend.other_leader_since():
             self.invalidator = Invalidator(self.backend, start_version=self.backend.load_progress())
+            self.invalidator.stats_source = worker_source(self.token)
             self.invalidator.restore(self.backend.load_instances())
             self.backend.mark_state()
             logger.info("Worker %s leads from version %s", self.token[:8], self.invalidator.version)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self._held: list[str] = []
         self._mutations: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
+        # For the admin's dashboard (server/stats.py).
+        self.connected_at, self.frames_sent, self.bytes_sent = time.time(), 0, 0
         await self.accept()
         refusal = self._count_connection()
         if refusal is not None:
@@ -182,6 +185,11 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             return
         self.push(frame)
 
+    @property
+    def lagging(self) -> bool:
+        """Whether the client reads slower than its values change (``MAX_QUEUED_BYTES``)."""
+        return self._lagging or self._outbox_bytes > reactive_settings.MAX_QUEUED_BYTES
+
     def push_result(self, text: str) -> None:
         """A mutation result: after every transition its commit caused (guarantee 6)."""
         if self._lagging:
@@ -229,6 +237,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                 text = self._outbox.popleft()
                 self._outbox_bytes -= len(text)
                 await self._send_to_server({"type": "websocket.send", "text": text})
+                self.frames_sent += 1
+                self.bytes_sent += len(text)
         except (OSError, RuntimeError) as exc:
             # The socket went away under a send (servers raise on sending after a close); the
             # disconnect handler does the cleanup.

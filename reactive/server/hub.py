@@ -28,7 +28,7 @@ from ..engine import worker
 from ..engine.execution import server_error
 from ..engine.instances import candidate_ids, instance_base
 from ..functions import encoding
-from . import protocol
+from . import protocol, stats
 from .identity import Identity
 
 logger = logging.getLogger("reactive.hub")
@@ -124,6 +124,7 @@ class Hub:
         self._waiter_ids = itertools.count()
         self.closed = False
         self.consumers: set[Subscriber] = set()
+        self._stats_task: asyncio.Task | None = None
         self.connected = loop.create_task(self._connect())
 
     async def _connect(self) -> None:
@@ -137,6 +138,7 @@ class Hub:
         except BaseException:
             self.close()  # the next socket makes a new hub (the backend may be back by then)
             raise
+        self._stats_task = self.loop.create_task(stats.publish_forever(self))  # the admin's dashboard
         started = worker.ensure_running(self.backend)
         if started is not None:
             # A mutation's result waits for the batch of its commit: the worker must be reading.
@@ -325,6 +327,8 @@ class Hub:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._stats_task is not None:
+                self._stats_task.cancel()
             for _, _, future in self._waiters:
                 if not future.done():
                     future.cancel()

@@ -30,7 +30,7 @@ from channels.layers import get_channel_layer
 
 from ...records import ANYONE, ChangeRecord
 from ...settings import reactive_settings
-from ..base import Backend, BackendUnavailable, Batch, DropHub, InstanceUpdate, Request
+from ..base import STATS_TTL_SECONDS, Backend, BackendUnavailable, Batch, DropHub, InstanceUpdate, Request
 from ..changelog import DatabaseLog, LogTail
 from .index import RedisIndex
 from .keys import (
@@ -45,6 +45,8 @@ from .keys import (
     PROGRESS,
     REQUESTS,
     REQUESTS_LENGTH,
+    STATS,
+    STATS_SNAPSHOT,
     script,
 )
 from .transport import LayerSender, batch_of, request_of, request_payload
@@ -307,6 +309,24 @@ class RedisBackend(Backend):
             for hub_id in set(self._hub_seq) - self._live_hubs[1]:
                 del self._hub_seq[hub_id]
         return self._live_hubs[1]
+
+    # Statistics for the dashboard: every process's, through Redis --------------------------
+
+    def publish_stats(self, source: str, snapshot: bytes) -> None:
+        ttl_ms = int(STATS_TTL_SECONDS * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(STATS_SNAPSHOT + source, snapshot, px=ttl_ms)
+        pipe.zadd(STATS, {source: time.time() + STATS_TTL_SECONDS})
+        pipe.execute()
+
+    def stats_snapshots(self) -> list[bytes]:
+        now = time.time()
+        self.client.zremrangebyscore(STATS, "-inf", now)
+        sources = self.client.zrangebyscore(STATS, now, "+inf")
+        if not sources:
+            return []
+        snapshots = self.client.mget([STATS_SNAPSHOT + source.decode() for source in sources])
+        return [snapshot for snapshot in snapshots if snapshot is not None]
 
     # The worker's durable state, for a standby that takes over -----------------------------
 

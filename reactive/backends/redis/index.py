@@ -47,10 +47,10 @@ class RedisIndex(ReadSetIndex):
     def match(self, record: ChangeRecord) -> set[str]:
         return self.match_all([record])
 
-    def match_all(self, records: list[ChangeRecord]) -> set[str]:
+    def match_each(self, records: list[ChangeRecord]) -> list[set[str]]:
         # One match.lua call per change record, all of a pass's in one pipelined round trip.
         if not records:
-            return set()
+            return []
         pipe = self.client.pipeline(transaction=False)
         for record in records:
             payload = orjson.dumps(
@@ -60,7 +60,7 @@ class RedisIndex(ReadSetIndex):
                 }
             )
             self._match(args=[PREFIX, payload], client=pipe)
-        return {member.decode() for members in pipe.execute() for member in members}
+        return [{member.decode() for member in members} for members in pipe.execute()]
 
     def set_all(self, read_sets: dict[str, ReadSet]) -> None:
         if not read_sets:

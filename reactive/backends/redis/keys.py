@@ -23,6 +23,8 @@ EPOCH = PREFIX + "epoch"  # the leading worker's epoch: gone if Redis lost its d
 HUBS = PREFIX + "hubs"  # sorted set: hub id -> heartbeat deadline (unix seconds)
 INSTANCE = PREFIX + "instance:"  # hash per live instance, for a new worker after a failover
 INSTANCE_IDS = PREFIX + "live"  # set of live instance ids
+STATS = PREFIX + "stats"  # sorted set: statistics source -> expiry (unix seconds)
+STATS_SNAPSHOT = PREFIX + "stats:"  # one JSON snapshot per source, with a TTL
 
 HEARTBEAT_SECONDS = 2.0
 HUB_TIMEOUT_SECONDS = 10.0
