@@ -137,7 +137,8 @@ def render_latency(report: dict[str, Any], table: Table) -> str:
         o = report["overhead"]
         parts += [
             "",
-            f"Write-tracking overhead on plain ORM writes (median of {o['repeats']} rounds' means, "
+            f"Write-tracking overhead on plain ORM writes, {o.get('database', 'sqlite')} "
+            f"(median of {o['repeats']} rounds' means, "
             f"{o['iterations']} ops per round, atomic: {max(1, o['iterations'] // 10)} blocks; "
             "rounds alternate between the variants)",
             table(OVERHEAD_COLUMNS, overhead_rows(o)),
@@ -179,7 +180,8 @@ def latency_markdown(report: dict[str, Any]) -> str:
             "",
             "## Write-tracking overhead on plain ORM writes",
             "",
-            f"Median of {o['repeats']} rounds' means, {o['iterations']} operations per round "
+            f"Database: {o.get('database', 'sqlite')}. Median of {o['repeats']} rounds' means, "
+            f"{o['iterations']} operations per round "
             f"({max(1, o['iterations'] // 10)} blocks for the atomic row); rounds alternate between "
             "the plain and the reactive process and between the variants.",
             "",
