@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test install lint format test-python test-embedded test-redis test-js bench clean
+.PHONY: run test install lint format test-python test-embedded test-redis test-js bench bench-quick clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,8 +54,14 @@ test-js: install clients/js/node_modules/.installed
 
 test: lint test-embedded test-redis test-js
 
+# Every scenario against the baselines, in one run (about 25 minutes on 2 cores): BENCHMARKS.md,
+# bench/results/<date>.json and the plots. bench-quick: tiny counts, under two minutes (CI), written
+# under bench/results/quick/; both exit non-zero only when something is broken, never on a timing.
 bench: install
 	$(BIN)/python -m bench
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) clients/js/node_modules db.sqlite3 db.sqlite3-* .test-db.sqlite3*

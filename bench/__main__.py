@@ -1,190 +1,125 @@
-"""The benchmark's command line: ``python -m bench [--parts ...] [--quick]`` from the repository root.
+"""The benchmark's command line: ``python -m bench [--quick] [--scenarios ...] [--systems ...]
+[--merge JSON]``.
 
-Runs the parts asked for, prints their report and writes it under ``bench/results/``. Timings
-are never asserted; it exits 1 only when something is broken (a lost update, a failed write, a
-dropped connection, a dead process), and 130 on Ctrl-C or SIGTERM, after stopping every process
-it started and writing nothing.
+Runs the scenarios on our two backends and the baselines, prints every figure, writes
+``bench/results/<UTC date>.json``, ``BENCHMARKS.md`` and the plots (``--quick``: under
+``bench/results/quick/``, ignored by git). A full-plan run of some scenarios or systems writes
+only its JSON; ``--merge`` folds it into an earlier run's report first (``bench.merge``).
+Timings are never asserted: it exits 1 only when something is broken (a lost update or a failed
+write on our systems, a server of ours that died or could not start, a scenario that could not
+run), and 130 on Ctrl-C or SIGTERM, after stopping every process it started and writing nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
+import json
 import shlex
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from bench import Broken
+from bench import merge as merging
 from bench import report as reports
-from bench.cluster import SETTINGS, Deployment
-from bench.lag import lag_case
-from bench.latency import embedded_row, redis_fanout_case, run_fanout
-from bench.overhead import run_overhead
-from bench.plans import PLANS, FanoutPlan, Plan
-from bench.roundtrips import round_trip_case
-from bench.servers import log_problems
-from bench.tables import text_table
-from bench.workload import close_all, raise_fd_limit
-from harness.cluster import Cluster
+from bench.plans import PLANS
+from bench.suite import SCENARIOS, Suite
+from bench.systems import SYSTEMS
 from harness.processes import ROOT
 from harness.services import scratch_parent
 
-PARTS = {
-    "latency": "commit -> subscriber latency on the embedded backend, N = 1, 100, 1,000",
-    "overhead": "what write tracking adds to plain ORM writes",
-    "redis-latency": "commit -> client latency on the Redis backend, beside the embedded backend",
-    "roundtrips": "Redis commands per committed write (MONITOR)",
-    "lag": "the invalidator's lag under 500 writes/s (Redis backend)",
+DESCRIPTIONS = {
+    "latency": "1. commit -> client latency, 1 to 5,000 subscribers over 100 instances, 10 and 200 writes/s",
+    "fanout": "2. one write to N subscribers of one instance (N up to 10,000); 5. memory per connection",
+    "external": "commit -> client latency of writes from another server and a plain Django process",
+    "writes": "3. writes/s with 0 and 10,000 subscriptions against plain Django; sustained rate",
+    "precision": "4. re-runs that changed a result, chat workload, rows against tables",
+    "tracking": "tracking overhead on ORM writes, in-process (plain, unwatched, watched)",
+    "profile": "py-spy flame graph of the server during a fan-out to 1,000 subscribers (full plan only)",
+    "roundtrips": "Redis diagnostic: Redis commands per committed write, per process (MONITOR)",
+    "lag": "Redis diagnostic: the invalidator's lag under writes from other processes",
 }
-EMBEDDED_PARTS = {"latency", "overhead"}
-REDIS_PARTS = {"redis-latency", "roundtrips", "lag"}
 
 
-def parse_parts(value: str) -> list[str]:
-    parts = list(PARTS) if value == "all" else [part.strip() for part in value.split(",") if part.strip()]
-    unknown = [part for part in parts if part not in PARTS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown part(s) {', '.join(unknown)}: choose from {', '.join(PARTS)}"
-        )
-    return parts
+def parse_list(choices: list[str]):
+    def parse(value: str) -> list[str]:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        unknown = [item for item in items if item not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown: {', '.join(unknown)}; choose from {', '.join(choices)}"
+            )
+        return items
+
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
-    described = "\n".join(f"  {name:14} {what}" for name, what in PARTS.items())
+    scenarios = "\n".join(f"  {name:10} {what}" for name, what in DESCRIPTIONS.items())
+    systems = "\n".join(f"  {name:15} {system.label}" for name, system in SYSTEMS.items())
     result = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmarks of django-reactive-queries (see bench/README.md).",
-        epilog=f"parts:\n{described}\n\nThe Redis parts need redis-server and Postgres's server binaries.",
+        description="Benchmarks of django-reactive-queries against the alternatives (see bench/README.md).",
+        epilog=f"scenarios:\n{scenarios}\n\nsystems:\n{systems}\n\n"
+        "The Redis backend needs redis-server and Postgres's server binaries.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     result.add_argument(
-        "--parts",
-        type=parse_parts,
-        default=["latency", "overhead"],
-        help="comma-separated parts to run, or 'all' (default: latency,overhead: the embedded backend)",
+        "--quick", action="store_true", help="tiny counts, one repeat (CI); under results/quick/"
+    )
+    result.add_argument("--scenarios", type=parse_list(list(SCENARIOS)), default=list(SCENARIOS))
+    result.add_argument("--systems", type=parse_list(list(SYSTEMS)), default=None, help="default: all")
+    result.add_argument(
+        "--merge",
+        metavar="JSON",
+        type=Path,
+        help="a run of some scenarios or systems: write BENCHMARKS.md and the plots from this earlier "
+        "run's JSON with what this run measured in place of its figures (results/<date>-merged.json; "
+        "each scenario labelled with its run and commit)",
     )
     result.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny counts, a few seconds a part: a smoke test; writes under bench/results/quick/",
+        "--render",
+        metavar="JSON",
+        type=Path,
+        help="run nothing: write BENCHMARKS.md and the plots again from a run's JSON (after a change "
+        "to the report or the targets)",
     )
-    result.add_argument("--only", help="comma-separated subscriber counts of the latency part (e.g. 1000)")
     return result
 
 
-class EmbeddedRuns:
-    """Embedded latency runs, each measured once per invocation: the Redis report's rows beside
-    the Redis backend are the same plans as the latency part's."""
-
-    def __init__(self, directory: Path, warmup: int) -> None:
-        self.directory = directory
-        self.warmup = warmup
-        self.results: dict[FanoutPlan, dict[str, Any]] = {}
-
-    def run(self, fanout: FanoutPlan, label: str = "") -> dict[str, Any]:
-        if fanout not in self.results:
-            workdir = self.directory / f"n{fanout.subscribers}-{len(self.results)}"
-            workdir.mkdir()
-            print(
-                f"  {label}N={fanout.subscribers}: {fanout.writes} writes at {fanout.rate:g}/s ...",
-                flush=True,
-            )
-            self.results[fanout] = run_fanout(fanout, self.warmup, workdir)
-        return self.results[fanout]
+def render_again(path: Path) -> int:
+    path = path.resolve()
+    report = json.loads(path.read_text())
+    reports.finish(report, keep_load=True)
+    print(reports.render_text(report))
+    quick = report["plan"] == "quick"
+    written = reports.write(report, quick, json_path=path)
+    print("\nwrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
+    return 0
 
 
-def run_embedded_parts(plan: Plan, parts: list[str], runs: EmbeddedRuns, report: dict[str, Any]) -> None:
-    if "latency" in parts:
-        for fanout in plan.fanout:
-            report["fanout"].append(runs.run(fanout))
-    if "overhead" in parts:
-        print(f"  write overhead: {plan.overhead_iterations} ops x {plan.overhead_repeats} ...", flush=True)
-        try:
-            report["overhead"] = run_overhead(plan, runs.directory)
-        except Broken as exc:
-            report["overhead_problems"] = [str(exc)]
-
-
-def run_redis_parts(plan: Plan, parts: list[str], runs: EmbeddedRuns, report: dict[str, Any]) -> None:
-    if "redis-latency" in parts:
-        for fanout in (plan.redis_floor, plan.redis_fanout):
-            report["latency"].append(embedded_row(runs.run(fanout, "embedded ")))
-
-    directory = Path(tempfile.mkdtemp(prefix="reactive-bench-cluster-", dir=scratch_parent()))
-    directory.chmod(0o755)  # as root, Postgres runs as another user inside it
-    try:
-        print("  starting redis, postgres, servers A and B, the worker ...", flush=True)
-        try:
-            cluster = Cluster.create(directory, SETTINGS, log_level="WARNING")
-        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:  # not installed, not up
-            report["problems"].append(f"Redis and Postgres did not start: {type(exc).__name__}: {exc}")
-            return
-        try:
-            deployment = Deployment.start(cluster)
-            report["machine"].update(deployment.versions())
-            asyncio.run(measure_redis(deployment, plan, parts, report))
-            dead = cluster.dead()
-            if dead:
-                report["problems"].append(f"process(es) died during the run: {', '.join(dead)}")
-        except Broken as exc:
-            report["problems"].append(str(exc))
-        finally:
-            report["process_exit"] = cluster.stop()
-            report["logs"] = {p.name: log_problems(p) for p in cluster.processes}
-            for w in range(plan.lag_writers):
-                log = directory / f"writer{w}.log"
-                if log.exists() and log.read_text(errors="replace").strip():
-                    report["logs"][f"writer {w}"] = log.read_text(errors="replace").splitlines()[:60]
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-async def measure_redis(deployment: Deployment, plan: Plan, parts: list[str], report: dict[str, Any]) -> None:
-    primers = await deployment.prime()
-    try:
-        if "redis-latency" in parts:
-            half = plan.redis_fanout.subscribers // 2
-            for fanout, split in (
-                (plan.redis_floor, {"A": 0, "B": 1}),
-                (plan.redis_fanout, {"A": half, "B": plan.redis_fanout.subscribers - half}),
-            ):
-                print(
-                    f"  redis N={fanout.subscribers}: {fanout.writes} writes at {fanout.rate:g}/s ...",
-                    flush=True,
-                )
-                try:
-                    report["latency"].append(await redis_fanout_case(deployment, fanout, plan.warmup, split))
-                except Broken as exc:
-                    report["latency"].append(
-                        {"backend": "redis", "subscribers": fanout.subscribers, "problems": [str(exc)]}
-                    )
-                await deployment.settle()
-        if "roundtrips" in parts:
-            print(f"  redis round trips: MONITOR windows of {plan.rt_writes} writes ...", flush=True)
-            try:
-                report["round_trips"] = await round_trip_case(deployment, plan)
-            except Broken as exc:
-                report["round_trips"] = {"problems": [str(exc)]}
-            await deployment.settle()
-        if "lag" in parts:
-            print(
-                f"  redis lag: {plan.lag_rate:g} writes/s for {plan.lag_seconds:g} s over "
-                f"{plan.lag_counters} counters ...",
-                flush=True,
-            )
-            try:
-                report["lag"] = await lag_case(deployment, plan)
-            except Broken as exc:
-                report["lag"] = {"problems": [str(exc)]}
-    finally:
-        await close_all(primers)
+def write_results(report: dict[str, Any], options: argparse.Namespace) -> list[Path]:
+    """A whole run (or any quick one): its JSON, BENCHMARKS.md and the plots. A full-plan run of
+    some scenarios or systems: its JSON under a name of its own, and BENCHMARKS.md only merged
+    into an earlier run (``--merge``), never from a part alone."""
+    if options.quick or not merging.is_partial(report["scenarios"], report["systems"]):
+        return reports.write(report, options.quick)
+    date = report["machine"]["date"][:10]
+    name = "+".join(report["scenarios"]) + ("-" + "+".join(report["systems"]) if report["systems"] else "")
+    path = reports.results_directory(False) / f"{date}-{name}.json"
+    reports.write_json(report, path)
+    if options.merge is None:
+        print("\na partial run: BENCHMARKS.md left as it was (--merge <earlier run's JSON> folds it in)")
+        return [path]
+    base = options.merge.resolve()
+    merged = merging.merge(json.loads(base.read_text()), report, base.name, path.name)
+    reports.finish(merged, keep_load=True)
+    return [
+        path,
+        *reports.write(merged, False, json_path=reports.results_directory(False) / f"{date}-merged.json"),
+    ]
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -193,54 +128,36 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
+    if options.render:
+        return render_again(options.render)
+    if options.merge is not None:
+        if options.quick or not merging.is_partial(options.scenarios, options.systems):
+            parser().error("--merge folds a full-plan run of some scenarios or systems into an earlier run")
+        if not options.merge.is_file():
+            parser().error(f"--merge: no such file {options.merge}")
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    parts = options.parts
     plan = PLANS["quick" if options.quick else "full"]
-    if options.only:
-        wanted = {int(n) for n in options.only.split(",")}
-        plan = dataclasses.replace(plan, fanout=tuple(f for f in plan.fanout if f.subscribers in wanted))
     exe = Path(sys.executable)
     if exe.is_relative_to(ROOT):
         exe = exe.relative_to(ROOT)
     command = shlex.join([str(exe), "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
-    fd_limit = list(raise_fd_limit())  # the subprocesses inherit it
-    machine = reports.machine_facts(command)
-    print(f"{command}  ({machine['date']}, nproc {machine['nproc']})", flush=True)
-    written: list[tuple[str, dict[str, Any]]] = []  # (report name, report)
-
-    with tempfile.TemporaryDirectory(prefix="reactive-bench-") as tmp:
-        runs = EmbeddedRuns(Path(tmp), plan.warmup)
-        if EMBEDDED_PARTS & set(parts):
-            latency = {"plan": plan.name, "machine": dict(machine), "fd_limit": fd_limit, "fanout": []}
-            run_embedded_parts(plan, parts, runs, latency)
-            latency["machine"]["load_average_at_end"] = reports.load_average()
-            written.append(("latency", latency))
-        if REDIS_PARTS & set(parts):
-            machine["load_average_at_start"] = reports.load_average()
-            cluster = {
-                "plan": plan.name,
-                "machine": dict(machine),
-                "fd_limit": fd_limit,
-                "latency": [],
-                "problems": [],
-            }
-            run_redis_parts(plan, parts, runs, cluster)
-            cluster["machine"]["load_average_at_end"] = reports.load_average()
-            written.append(("cluster", cluster))
-
-    broken: list[str] = []
-    for name, report in written:
-        render, markdown, problems = {
-            "latency": (reports.render_latency, reports.latency_markdown, reports.latency_problems),
-            "cluster": (reports.render_cluster, reports.cluster_markdown, reports.cluster_problems),
-        }[name]
-        print()
-        print(render(report, text_table))
-        paths = reports.write_results(name, report, markdown(report), options.quick)
-        print(f"\nwrote {' and '.join(str(path.relative_to(ROOT)) for path in paths)}")
-        broken += problems(report)
-    if broken:
-        print(f"\nBROKEN: {len(broken)} problem(s), see above", file=sys.stderr)
+    report = reports.new_report(plan, command, options.scenarios, options.systems)
+    print(f"{command}  ({report['machine']['date']}, nproc {report['machine']['nproc']})", flush=True)
+    began = time.monotonic()
+    results = reports.results_directory(options.quick)
+    with tempfile.TemporaryDirectory(prefix="reactive-bench-", dir=scratch_parent()) as tmp:
+        systems = set(options.systems) if options.systems else None
+        Suite(plan, Path(tmp), results, report, systems).run(options.scenarios)
+    report["seconds"]["total"] = round(time.monotonic() - began, 1)
+    reports.finish(report)
+    print()
+    print(reports.render_text(report))
+    paths = write_results(report, options)
+    print("\nwrote " + ", ".join(str(path.relative_to(ROOT)) for path in paths))
+    if report["problems"]:
+        print(f"\nBROKEN: {len(report['problems'])} problem(s):", file=sys.stderr)
+        for problem in report["problems"]:
+            print(f"  {problem[:600]}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,13 +1,13 @@
-"""A writer process of the lag part: direct ORM writes in autocommit on an open-loop schedule.
+"""A writer process of the Redis lag scenario: direct ORM writes in autocommit, from a process
+that is not a server, on an open-loop schedule.
 
     python -m bench.lag_writer --keys 200000,200002 --count 600 --period-ns 4000000 --offset-ns 0
 
-With Django configured by the environment (``bench.cluster_settings``; ``bench/lag.py`` starts
-it). Prints ``ready`` once Django is set up, reads the start time (monotonic ns) from stdin, then
-writes; prints one JSON line of records ``[key, value, intended, sent, t0, done]``. ``t0`` is
-stamped right after the UPDATE statement returns (in autocommit, the commit) and before
-``reactive`` appends the change record to Redis, by an execute wrapper, which is inside the
-compiler's ``execute_sql`` that ``reactive`` patches.
+With Django configured by the environment (``bench.cluster_settings``; ``bench/redis_diagnostics.py``
+starts it). Prints ``ready`` once Django is set up, reads the start time (monotonic ns) from stdin,
+then writes ``Counter.objects.filter(key=k).update(value=F("value") + 1, stamp=now, intended=slot)``
+(``stamp`` taken just before the UPDATE, as ``bench/bump`` does); prints one JSON line of records
+``[intended, sent, done, 200, key, value, stamp]``, the load generator's format.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    from django.db import connection
     from django.db.models import F
 
     from bench.benchapp.models import Counter as CounterModel
@@ -39,35 +38,24 @@ def main(argv: list[str] | None = None) -> int:
     if set(values) != set(keys):
         print(json.dumps({"error": f"missing counters {sorted(set(keys) - set(values))}"}), flush=True)
         return 1
-    stamps: list[int] = []
-
-    def stamp(execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
-        if sql.lstrip()[:6].upper() == "UPDATE":
-            stamps.append(time.monotonic_ns())
-        return result
-
     print("ready", flush=True)
     start = int(sys.stdin.readline()) + options.offset_ns
     records = []
     errors = []
-    with connection.execute_wrapper(stamp):
-        for i in range(options.count):
-            intended = start + i * options.period_ns
-            delay = intended - time.monotonic_ns()
-            if delay > 0:
-                time.sleep(delay / 1e9)
-            key = keys[i % len(keys)]
-            sent = time.monotonic_ns()
-            stamps.clear()
-            try:
-                CounterModel.objects.filter(key=key).update(value=F("value") + 1)
-            except Exception as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            done = time.monotonic_ns()
-            values[key] += 1
-            records.append([key, values[key], intended, sent, stamps[-1] if stamps else None, done])
+    for i in range(options.count):
+        intended = start + i * options.period_ns
+        delay = intended - time.monotonic_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        key = keys[i % len(keys)]
+        sent = stamp = time.monotonic_ns()
+        try:
+            CounterModel.objects.filter(key=key).update(value=F("value") + 1, stamp=stamp, intended=intended)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        values[key] += 1
+        records.append([intended, sent, time.monotonic_ns(), 200, key, values[key], stamp])
     print(json.dumps({"records": records, "errors": errors[:10], "error_count": len(errors)}), flush=True)
     return 0
 

@@ -1,69 +1,183 @@
-"""How much each part does: the full run, and the ``--quick`` smoke test of a few seconds a part."""
+"""How much each scenario does: the full run (``make bench``) and the ``--quick`` smoke test
+(``make bench-quick``, in CI: every scenario and system, tiny counts, one repeat)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class FanoutPlan:
-    subscribers: int
-    writes: int
-    rate: float  # writes per second, open loop
+SystemOnServer = tuple[str, str]  # (system name, ASGI server)
 
 
 @dataclass(frozen=True)
 class Plan:
     name: str
-    fanout: tuple[FanoutPlan, ...]  # embedded latency: N subscribers of one query instance
-    redis_floor: FanoutPlan  # Redis latency: 1 subscriber, on B
-    redis_fanout: FanoutPlan  # Redis latency: N subscribers of one instance, half on A, half on B
-    warmup: int  # writes before each latency measurement, discarded
-    overhead_iterations: int  # operations per overhead round
+    repeats: int  # measured windows per cell; the spread is over these
+    loadgen_processes: int  # receiving processes (plus one writer)
+    drain_timeout_s: float  # after the last write, how long pushes may keep arriving
+    # 1. Latency: N subscribers over up to `latency_instances` instances, writes at each rate.
+    latency_systems: tuple[SystemOnServer, ...]
+    latency_subscribers: tuple[int, ...]
+    latency_instances: int
+    latency_rates: tuple[float, ...]
+    latency_window_s: tuple[float, ...]  # per rate
+    # 2. Fan-out (and 5. footprint): N subscribers of one instance.
+    fanout_systems: tuple[SystemOnServer, ...]
+    fanout_subscribers: tuple[int, ...]
+    fanout_writes: tuple[int, ...]  # per N
+    fanout_rates: tuple[float, ...]  # per N, writes/s
+    redis_distinct_subscriptions: int  # Redis memory per subscription of a distinct instance
+    # 3. Write throughput: closed loop, with 0 and with `writes_subscriptions` live subscriptions.
+    writes_connections: int
+    writes_seconds: float
+    writes_sockets: int
+    writes_subscriptions_per_socket: int
+    sustained_subscriptions: int  # distinct instances, one socket each
+    sustained_rates: tuple[float, ...]
+    sustained_window_s: float
+    # 4. Precision: the chat demo's queries and mutations.
+    chat_channels: int
+    chat_messages: int  # per channel, before the window
+    chat_sockets: int
+    chat_writes: int
+    chat_rate: float
+    # Tracking overhead on ORM writes, in-process (bench.overhead).
+    overhead_iterations: int
     overhead_repeats: int
-    rt_writes: int  # round trips: writes per window
+    # Profile: py-spy on the server during a fan-out.
+    profile_subscribers: int
+    profile_seconds: float
+    # Redis diagnostics: commands per write (MONITOR windows), and lag under writes from other processes.
+    rt_writes: int  # writes per window
     rt_spacing_s: float
     rt_idle_s: float
-    lag_counters: int  # lag: counters, one subscriber each
+    lag_counters: int  # one subscriber each
     lag_rate: float  # writes/s, all writers together
     lag_seconds: float  # measured window
     lag_warmup_seconds: float
     lag_writers: int
+    # Writes from another server process and from a plain Django process (embedded default).
+    external_subscribers: int  # per case
+    external_writes: int
+    external_rate: float
+    external_warmup: int
 
+
+EVERY_SYSTEM: tuple[SystemOnServer, ...] = (
+    ("reactive", "daphne"),
+    ("reactive", "uvicorn"),
+    ("reactive-redis", "daphne"),
+    ("tables", "daphne"),
+    ("dcrf", "daphne"),
+    ("dcrf", "uvicorn"),
+    ("poll-1s", "daphne"),
+    ("poll-100ms", "daphne"),
+)
+# Polling's fan-out is what its latency cells show (every poller alike): not run again.
+FANOUT_SYSTEMS: tuple[SystemOnServer, ...] = (
+    ("reactive", "daphne"),
+    ("reactive", "uvicorn"),
+    ("reactive-redis", "daphne"),
+    ("dcrf", "daphne"),
+    ("dcrf", "uvicorn"),
+)
+# The quick plan's systems: every kind once (DCRF on Daphne and polling every second take the same
+# code paths as DCRF on uvicorn and polling every 100 ms).
+QUICK_SYSTEMS: tuple[SystemOnServer, ...] = (
+    ("reactive", "daphne"),
+    ("reactive", "uvicorn"),
+    ("reactive-redis", "daphne"),
+    ("tables", "daphne"),
+    ("dcrf", "uvicorn"),
+    ("poll-100ms", "daphne"),
+)
 
 PLANS = {
     "full": Plan(
-        "full",
-        (FanoutPlan(1, 300, 50.0), FanoutPlan(100, 200, 20.0), FanoutPlan(1000, 60, 4.0)),
-        redis_floor=FanoutPlan(1, 300, 50.0),
-        redis_fanout=FanoutPlan(1000, 60, 4.0),
-        warmup=20,
-        overhead_iterations=3000,
-        overhead_repeats=5,
+        name="full",
+        repeats=3,
+        loadgen_processes=4,
+        drain_timeout_s=15.0,
+        latency_systems=EVERY_SYSTEM,
+        latency_subscribers=(1, 100, 1000, 5000),
+        latency_instances=100,
+        latency_rates=(10.0, 200.0),
+        latency_window_s=(2.0, 1.5),
+        fanout_systems=FANOUT_SYSTEMS,
+        fanout_subscribers=(100, 1000, 10000),
+        fanout_writes=(10, 8, 4),
+        fanout_rates=(5.0, 2.0, 0.5),
+        redis_distinct_subscriptions=1000,
+        writes_connections=8,
+        writes_seconds=2.0,
+        writes_sockets=1000,
+        writes_subscriptions_per_socket=10,
+        sustained_subscriptions=1000,
+        sustained_rates=(100.0, 250.0, 500.0, 1000.0, 1500.0),
+        sustained_window_s=2.0,
+        chat_channels=10,
+        chat_messages=30,
+        chat_sockets=100,
+        chat_writes=150,
+        chat_rate=50.0,
+        overhead_iterations=2000,
+        overhead_repeats=3,
+        profile_subscribers=1000,
+        profile_seconds=20.0,
         rt_writes=50,
         rt_spacing_s=0.1,
         rt_idle_s=3.0,
         lag_counters=100,
         lag_rate=500.0,
-        lag_seconds=10.0,
-        lag_warmup_seconds=2.0,
+        lag_seconds=5.0,
+        lag_warmup_seconds=1.0,
         lag_writers=2,
+        external_subscribers=1,
+        external_writes=300,
+        external_rate=50.0,
+        external_warmup=10,
     ),
     "quick": Plan(
-        "quick",
-        (FanoutPlan(1, 20, 50.0), FanoutPlan(20, 10, 20.0)),
-        redis_floor=FanoutPlan(1, 20, 50.0),
-        redis_fanout=FanoutPlan(20, 10, 20.0),
-        warmup=3,
-        overhead_iterations=200,
-        overhead_repeats=2,
-        rt_writes=5,
-        rt_spacing_s=0.1,
-        rt_idle_s=1.0,
+        name="quick",
+        repeats=1,
+        loadgen_processes=2,
+        drain_timeout_s=8.0,
+        latency_systems=QUICK_SYSTEMS,
+        latency_subscribers=(10,),
+        latency_instances=5,
+        latency_rates=(20.0,),
+        latency_window_s=(1.0,),
+        fanout_systems=(("reactive", "daphne"), ("reactive-redis", "daphne"), ("dcrf", "uvicorn")),
+        fanout_subscribers=(20,),
+        fanout_writes=(3,),
+        fanout_rates=(5.0,),
+        redis_distinct_subscriptions=20,
+        writes_connections=2,
+        writes_seconds=0.5,
+        writes_sockets=10,
+        writes_subscriptions_per_socket=2,
+        sustained_subscriptions=10,
+        sustained_rates=(50.0,),
+        sustained_window_s=0.5,
+        chat_channels=3,
+        chat_messages=5,
+        chat_sockets=6,
+        chat_writes=15,
+        chat_rate=30.0,
+        overhead_iterations=100,
+        overhead_repeats=1,
+        profile_subscribers=0,
+        profile_seconds=0.0,
+        rt_writes=3,
+        rt_spacing_s=0.05,
+        rt_idle_s=0.3,
         lag_counters=10,
-        lag_rate=100.0,
-        lag_seconds=1.0,
-        lag_warmup_seconds=0.5,
+        lag_rate=50.0,
+        lag_seconds=0.5,
+        lag_warmup_seconds=0.2,
         lag_writers=2,
+        external_subscribers=1,
+        external_writes=10,
+        external_rate=20.0,
+        external_warmup=2,
     ),
 }

@@ -1,9 +1,10 @@
-"""The two reports: printed as text, and written to ``bench/results/`` as JSON and Markdown.
+"""The report of a run: printed as text, written as ``bench/results/<UTC date>.json`` and as
+``BENCHMARKS.md`` (tables, the targets, the plots) at the repository root. ``--quick`` writes both
+under ``bench/results/quick/`` instead (ignored by git), so the published results stay.
 
-``latency`` (parts ``latency`` and ``overhead``): the embedded backend, in
-``latency-<UTC date>.json`` and ``latency-latest.md``. ``cluster`` (parts ``redis-latency``,
-``roundtrips`` and ``lag``): the Redis backend, in ``cluster-<UTC date>.json`` and
-``cluster-latest.md``. A ``--quick`` run writes under ``results/quick/`` (ignored by git).
+A figure is printed as ``median (min-max)`` over the repeats of its cell; beside each row are the
+load generators' CPU and everything else the machine did ("other"), as shares of one core (the
+machine has two): a row with a high "other" was measured on a busy machine.
 """
 
 from __future__ import annotations
@@ -18,29 +19,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.lag import LAG_COLUMNS, LAG_CPU_COLUMNS, lag_rows
-from bench.latency import (
-    EXTRA_COLUMNS,
-    FANOUT_COLUMNS,
-    LATENCY_COLUMNS,
-    LATENCY_EXTRA_COLUMNS,
-    extra_row,
-    fanout_row,
-    latency_extra_row,
-    latency_row,
-)
 from bench.overhead import OVERHEAD_COLUMNS, overhead_rows
+from bench.plans import Plan
 from bench.roundtrips import RT_COLUMNS, round_trip_notes, round_trip_rows
-from bench.tables import md_table, number
+from bench.systems import SYSTEMS
+from bench.tables import text_table
+from bench.targets import evaluate
+from harness import procfs
 from harness.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
 Table = Callable[[list[str], list[list[str]]], str]
 
 
 def machine_facts(command: str) -> dict[str, Any]:
+    import channels
     import daphne
     import django
+    import djangochannelsrestframework
+    import uvicorn
     import websockets
 
     model = None
@@ -52,19 +50,26 @@ def machine_facts(command: str) -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
     ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    if commit and changed:
+        commit += "+changes"  # tracked files differ from the commit: the figures are not its alone
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "command": command,
         "nproc": os.cpu_count(),
         "cpu_model": model,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": load_average(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "django": django.get_version(),
+        "channels": channels.__version__,
         "daphne": daphne.__version__,
+        "uvicorn": uvicorn.__version__,
         "websockets": websockets.__version__,
+        "djangochannelsrestframework": getattr(djangochannelsrestframework, "__version__", "1.3.0"),
         "git_commit": commit or None,
-        "event_loop": "asyncio (default selector loop)",
     }
 
 
@@ -72,276 +77,562 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _facts(m: dict[str, Any], load: list[str], extra: list[list[str]]) -> str:
-    rows = [
-        ["date", m["date"]],
-        ["command", f"`{m['command']}`"],
-        ["nproc", str(m["nproc"])],
-        ["CPU", str(m["cpu_model"])],
-        load,
-        [
-            "Python / Django / Daphne / websockets",
-            f"{m['python']} / {m['django']} / {m['daphne']} / {m['websockets']}",
-        ],
-        *extra,
-        ["kernel", m["kernel"]],
-        ["git commit", str(m["git_commit"])],
-    ]
-    return md_table(["fact", "value"], rows)
+def new_report(plan: Plan, command: str, scenarios: list[str], systems: list[str] | None) -> dict[str, Any]:
+    return {
+        "plan": plan.name,
+        "plan_detail": plan.__dict__,
+        "scenarios": scenarios,
+        "systems": systems,
+        "machine": machine_facts(command),
+        "machine_busy_at_start": procfs.machine_busy_seconds(),
+        "latency": [],
+        "fanout": [],
+        "redis_distinct": None,
+        "writes": None,
+        "precision": {},
+        "tracking": None,
+        "profile": None,
+        "roundtrips": None,
+        "lag": None,
+        "external": None,
+        "problems": [],
+        "notes": [],
+        "seconds": {},
+    }
 
 
-def write_results(name: str, report: dict[str, Any], markdown: str, quick: bool) -> list[Path]:
-    """``<name>-<UTC date>.json`` and ``<name>-latest.md``; returns their paths."""
-    out_dir = RESULTS / "quick" if quick else RESULTS
-    out_dir.mkdir(parents=True, exist_ok=True)
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    json_path = out_dir / f"{name}-{day}.json"
-    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md_path = out_dir / f"{name}-latest.md"
-    md_path.write_text(markdown)
-    return [json_path, md_path]
+def finish(report: dict[str, Any], keep_load: bool = False) -> None:
+    if not keep_load:
+        report["machine"]["load_average_at_end"] = load_average()
+    report["targets"] = evaluate(report)
 
 
-# -- the latency report (embedded backend) -------------------------------------------------
+# -- formatting ------------------------------------------------------------------------------
 
 
-def latency_notes(r: dict[str, Any]) -> list[str]:
-    notes = []
-    if r.get("bump_retries_total"):
-        notes.append(
-            f"benchapp.bump retried {r['bump_retries_total']} time(s) on SQLite 'database is locked' "
-            f"({r.get('bump_retries', 0)} in the measured phase)"
+def fig(s: dict[str, Any] | None, digits: int = 1, spread: bool = True) -> str:
+    """``median (min-max)`` of a spread, or the median alone."""
+    if not s:
+        return "-"
+    median = f"{s['median']:.{digits}f}"
+    if not spread or s["n"] < 2:
+        return median
+    return f"{median} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+
+
+def pct(s: dict[str, Any] | None) -> str:
+    return "-" if not s else f"{s['median'] * 100:.0f}%"
+
+
+def label(system: str, server: str | None = None) -> str:
+    name = SYSTEMS[system].label if system in SYSTEMS else system
+    return f"{name}, {server}" if server else name
+
+
+def cell_state(cell: dict[str, Any]) -> str | None:
+    if cell.get("skipped"):
+        return "skipped: " + cell["skipped"]
+    if not cell.get("windows"):
+        return "failed"
+    return None
+
+
+# -- the tables of each scenario -------------------------------------------------------------
+
+LATENCY_COLUMNS = [
+    "system",
+    "N",
+    "writes done/s",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "last-recv p99 ms",
+    "intended→recv p99 ms",
+    "delivered",
+    "re-runs/write",
+    "server CPU µs/delivery",
+    "load-gen CPU",
+    "other CPU",
+]
+
+
+def latency_rows(cells: list[dict[str, Any]], rate: float) -> list[list[str]]:
+    rows = []
+    for cell in cells:
+        if cell["rate"] != rate:
+            continue
+        head = [label(cell["system"], cell["server"]), str(cell["subscribers"])]
+        state = cell_state(cell)
+        if state:
+            rows.append(head + [state[:90]] + [""] * (len(LATENCY_COLUMNS) - 3))
+            continue
+        s = cell["summary"]
+        rows.append(
+            [
+                *head,
+                fig(s.get("completed_rate"), 0, spread=False),
+                fig(s["p50"], 2),
+                fig(s["p95"], 2, spread=False),
+                fig(s["p99"], 2),
+                fig(s["last_p99"], 1, spread=False),
+                fig(s["intended_p99"], 1, spread=False),
+                pct(s["delivered"]) + (" *" if cell.get("saturated") else ""),
+                fig(s["reruns_per_write"], 2, spread=False),
+                fig(s["cpu_us_per_delivery"], 0),
+                pct(s["load_share"]),
+                pct(s["other_share"]),
+            ]
         )
-    log = [line for line in r.get("server_log", []) if not line.startswith("... ")]
-    if log:
-        errors = sorted({line for line in log if line and not line[0].isspace() and "Traceback" not in line})
-        notes.append(f"the server logged {len(r['server_log'])} line(s), e.g.: " + " | ".join(errors[:3]))
-    return notes
+    return rows
 
 
-def latency_problems(report: dict[str, Any]) -> list[str]:
-    return [p for r in report["fanout"] for p in r["problems"]] + report.get("overhead_problems", [])
+OURS_BY_SERVER = {"daphne": ("reactive", "daphne"), "uvicorn": ("reactive", "uvicorn")}
 
 
-def render_latency(report: dict[str, Any], table: Table) -> str:
-    parts = []
-    if report["fanout"]:
-        parts += [
-            "Commit -> subscriber latency (embedded backend, Daphne, SQLite WAL; t0 just before COMMIT)",
-            table(FANOUT_COLUMNS, [fanout_row(r) for r in report["fanout"]]),
-            "",
-            "More per N (first receiver, latency from the intended send time, writer round trip)",
-            table(EXTRA_COLUMNS, [extra_row(r) for r in report["fanout"]]),
-        ]
-    if report.get("overhead"):
-        o = report["overhead"]
-        parts += [
-            "",
-            f"Write-tracking overhead on plain ORM writes, {o.get('database', 'sqlite')} "
-            f"(median of {o['repeats']} rounds' means, "
-            f"{o['iterations']} ops per round, atomic: {max(1, o['iterations'] // 10)} blocks; "
-            "rounds alternate between the variants)",
-            table(OVERHEAD_COLUMNS, overhead_rows(o)),
-        ]
-    notes = [f"  N={r['subscribers']}: {note}" for r in report["fanout"] for note in latency_notes(r)]
-    if notes:
-        parts += ["", "NOTES (not failures):", *notes]
-    problems = [(r["subscribers"], p) for r in report["fanout"] for p in r["problems"]]
-    problems += [("overhead", p) for p in report.get("overhead_problems", [])]
-    if problems:
-        parts += ["", "PROBLEMS:"] + [f"  N={n}: {p}" if n != "overhead" else f"  {p}" for n, p in problems]
-    return "\n".join(parts)
+def ratio_rows(cells: list[dict[str, Any]], metric: str) -> tuple[list[str], list[list[str]]]:
+    """Each baseline's ``metric`` divided by ours (reactive, embedded, on the same ASGI server;
+    Daphne for the systems that only run on it), per (N, rate)."""
+    index = {(c["system"], c["server"], c["subscribers"], c["rate"]): c for c in cells if c.get("summary")}
+    baselines = sorted(
+        {(c["system"], c["server"]) for c in cells if c["system"] != "reactive"},
+        key=lambda pair: list(SYSTEMS).index(pair[0]),
+    )
+    columns = ["N", "writes/s"] + [label(*pair) for pair in baselines]
+    rows = []
+    for n, rate in sorted({(c["subscribers"], c["rate"]) for c in cells}):
+        row = [str(n), f"{rate:g}"]
+        for system, server in baselines:
+            ours = index.get(("reactive", server if server == "uvicorn" else "daphne", n, rate))
+            theirs = index.get((system, server, n, rate))
+            if ours and theirs and ours["summary"][metric] and theirs["summary"][metric]:
+                value = theirs["summary"][metric]["median"] / ours["summary"][metric]["median"]
+                row.append(f"{value:.2f}x" + (" *" if theirs.get("saturated") else ""))
+            else:
+                row.append("-")
+        rows.append(row)
+    return columns, rows
 
 
-def latency_markdown(report: dict[str, Any]) -> str:
-    m = report["machine"]
-    load = ["load average at start", " ".join(map(str, m["load_average_at_start"]))]
-    text = [
-        "# Latency benchmark: latest results",
-        "",
-        "Written by `python -m bench` (parts `latency` and `overhead`); the method and what each number",
-        "means are in `bench/README.md`.",
-        "The load generator runs on the same cores as the server: fan-out tails are pessimistic.",
-        "",
-        _facts(m, load, []),
+FANOUT_COLUMNS = [
+    "system",
+    "N",
+    "first-recv p50 ms",
+    "last-recv p50 ms",
+    "last-recv p99 ms",
+    "re-runs/write",
+    "delivered",
+    "server CPU µs/delivery",
+    "load-gen CPU",
+    "other CPU",
+    "subscribe s",
+]
+
+
+def fanout_rows(cells: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for cell in cells:
+        head = [label(cell["system"], cell["server"]), str(cell["subscribers"])]
+        state = cell_state(cell)
+        if state:
+            rows.append(head + [state[:90]] + [""] * (len(FANOUT_COLUMNS) - 3))
+            continue
+        s = cell["summary"]
+        rows.append(
+            [
+                *head,
+                fig(s["first_p50"], 1, spread=False),
+                fig(s["last_p50"], 1),
+                fig(s["last_p99"], 1),
+                fig(s["reruns_per_write"], 2, spread=False),
+                pct(s["delivered"]) + (" *" if cell.get("saturated") else ""),
+                fig(s["cpu_us_per_delivery"], 0),
+                pct(s["load_share"]),
+                pct(s["other_share"]),
+                f"{cell.get('subscribe_seconds') or 0:.1f}",
+            ]
+        )
+    return rows
+
+
+FOOTPRINT_COLUMNS = [
+    "system",
+    "clients added",
+    "KiB per idle connection",
+    "KiB per subscription",
+    "server RSS MiB",
+]
+
+
+def footprint_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for cell in report["fanout"]:
+        footprint = cell.get("footprint_kib")
+        if not footprint:
+            continue
+        idle, subscribed = footprint["per_idle_connection"], footprint["per_subscription"]
+        servers = [k for k in idle if k != "redis"]
+        rss = cell["memory"]["subscribed"]["rss_mib"]
+        rows.append(
+            [
+                label(cell["system"], cell["server"]),
+                f"{footprint['clients_added']} (to {cell['subscribers']})",
+                " / ".join(f"{idle[k]:.1f}" for k in servers),
+                " / ".join(f"{subscribed[k]:.2f}" for k in servers)
+                + (f"; Redis {subscribed['redis']:.3f}" if "redis" in subscribed else ""),
+                " / ".join(f"{rss[k]:.0f}" for k in servers),
+            ]
+        )
+    distinct = report.get("redis_distinct")
+    if distinct:
+        # After the fan-out's 10,000 sockets closed, the servers reuse the memory they freed: only
+        # Redis's figure means something here.
+        rows.append(
+            [
+                "reactive (Redis), distinct instances",
+                f"{distinct['subscriptions']} (after the fan-out)",
+                "-",
+                f"Redis {distinct['per_subscription'].get('redis', 0):.3f}",
+                "-",
+            ]
+        )
+    return rows
+
+
+BANDWIDTH_COLUMNS = ["system", "N", "writes/s", "bytes in per update", "bytes out per update", "messages"]
+
+
+def bandwidth_rows(cells: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for cell in cells:
+        if not cell.get("summary") or cell["subscribers"] != max(
+            c["subscribers"] for c in cells if c["subscribers"] <= 100
+        ):
+            continue
+        s = cell["summary"]
+        windows = cell["windows"]
+        rows.append(
+            [
+                label(cell["system"], cell["server"]),
+                str(cell["subscribers"]),
+                f"{cell['rate']:g}",
+                fig(s["bytes_in_per_delivery"], 0, spread=False),
+                fig(s["bytes_out_per_delivery"], 0, spread=False),
+                str(sum(w["messages"] for w in windows) or sum(w["polls"] for w in windows)),
+            ]
+        )
+    return rows
+
+
+WRITES_COLUMNS = [
+    "variant",
+    "writes/s",
+    "÷ plain",
+    "server CPU µs/write",
+    "round trip p99 ms",
+    "re-runs/write",
+    "load-gen",
+    "other",
+]
+
+
+def writes_rows(phase: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    plain = phase.get("plain Django view", {}).get("writes_per_s")
+    for name, row in phase.items():
+        if name.startswith("_"):
+            continue
+        ratio = (
+            f"{row['writes_per_s']['median'] / plain['median']:.2f}" if plain and row["writes_per_s"] else "-"
+        )
+        rows.append(
+            [
+                name,
+                fig(row["writes_per_s"], 0),
+                ratio,
+                fig(row["cpu_us_per_write"], 0),
+                fig(row["round_trip_ms_p99"], 1, spread=False),
+                fig(row["reruns_per_write"], 2, spread=False),
+                pct(row["load_share"]),
+                pct(row["other_share"]),
+            ]
+        )
+    return rows
+
+
+SUSTAINED_COLUMNS = [
+    "target writes/s",
+    "answered /s",
+    "intended→recv p99 ms",
+    "p50 ms",
+    "p99 ms",
+    "delivered",
+    "server CPU µs/write",
+    "load-gen",
+    "other",
+    "state",
+]
+
+
+def sustained_rows(sustained: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for step in sustained["steps"]:
+        s = step["summary"]
+        rows.append(
+            [
+                f"{step['rate']:g}",
+                fig(s.get("completed_rate"), 0),
+                fig(s["intended_p99"], 0, spread=False),
+                fig(s["p50"], 1),
+                fig(s["p99"], 1),
+                pct(s["delivered"]),
+                fig(s["cpu_us_per_write"], 0),
+                pct(s["load_share"]),
+                pct(s["other_share"]),
+                step["saturated"] or ("sustained, p99 <= 50 ms" if step["met_p99"] else "not sustained"),
+            ]
+        )
+    return rows
+
+
+PRECISION_COLUMNS = [
+    "read sets",
+    "precision (changed / re-runs)",
+    "re-runs per write",
+    "changed per write",
+    "pushes per write",
+    "server CPU µs/write",
+    "load-gen",
+    "other",
+]
+
+
+def precision_rows(precision: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, result in precision.items():
+        s = result["summary"]
+        rows.append(
+            [
+                "rows (reactive)" if name == "reactive" else "tables (table-level)",
+                fig(s["precision"], 3),
+                fig(s["reruns_per_write"], 2),
+                fig(s["changed_per_write"], 2, spread=False),
+                fig(s["pushes_per_write"], 1),
+                fig(s["cpu_us_per_write"], 0),
+                pct(s.get("load_share")),
+                pct(s.get("other_share")),
+            ]
+        )
+    return rows
+
+
+LAG_COLUMNS = [
+    "writes (target/achieved /s)",
+    "counters = subscribers",
+    "lag p50 ms",
+    "p99 ms",
+    "max ms",
+    "backlog p50 / max records",
+    "worker passes (records/pass)",
+    "serving CPU",
+    "writers CPU",
+    "load-gen",
+    "other",
+]
+
+
+def lag_row(lag: dict[str, Any]) -> list[str]:
+    latency, backlog, cpu = lag["latency_ms"], lag["backlog_records"], lag["cpu"]
+    return [
+        f"{lag['writes']} in {lag['seconds']:g} s ({lag['target_rate']:g}/{lag['achieved_rate']:g})",
+        str(lag["counters"]),
+        f"{latency['p50']:.2f}" if latency["p50"] is not None else "-",
+        f"{latency['p99']:.2f}" if latency["p99"] is not None else "-",
+        f"{latency['max']:.2f}" if latency["max"] is not None else "-",
+        f"{backlog['p50']} / {backlog['max']}",
+        f"{lag['worker_passes']} ({lag['records_per_pass']})",
+        f"{cpu['serving_share'] * 100:.0f}%",
+        f"{cpu['writers_share'] * 100:.0f}%",
+        f"{cpu['load_share'] * 100:.0f}%",
+        f"{cpu['other_share'] * 100:.0f}%",
     ]
-    if report["fanout"]:
-        text += [
-            "",
-            "## Commit → subscriber latency (embedded backend, Daphne, SQLite WAL)",
-            "",
-            md_table(FANOUT_COLUMNS, [fanout_row(r) for r in report["fanout"]]),
-            "",
-            md_table(EXTRA_COLUMNS, [extra_row(r) for r in report["fanout"]]),
-        ]
-    if report.get("overhead"):
-        o = report["overhead"]
-        text += [
-            "",
-            "## Write-tracking overhead on plain ORM writes",
-            "",
-            f"Database: {o.get('database', 'sqlite')}. Median of {o['repeats']} rounds' means, "
-            f"{o['iterations']} operations per round "
-            f"({max(1, o['iterations'] // 10)} blocks for the atomic row); rounds alternate between "
-            "the plain and the reactive process and between the variants.",
-            "",
-            md_table(OVERHEAD_COLUMNS, overhead_rows(o)),
-        ]
-    notes = [f"N={r['subscribers']}: {note}" for r in report["fanout"] for note in latency_notes(r)]
-    if notes:
-        text += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    problems = latency_problems(report)
-    if problems:
-        text += ["", "## Problems", ""] + [f"- {p}" for p in problems]
-    return "\n".join(text) + "\n"
 
 
-# -- the cluster report (Redis backend) ----------------------------------------------------
+EXTERNAL_COLUMNS = [
+    "written from",
+    "writes (target /s)",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "from intended p99 ms",
+    "server CPU",
+    "load-gen",
+]
 
 
-def cluster_notes(report: dict[str, Any]) -> list[str]:
-    notes = []
-    for name, lines in report.get("logs", {}).items():
-        lines = [line for line in lines if line and not line.startswith("... ")]
-        if lines:
-            firsts = sorted({line for line in lines if not line[0].isspace() and "Traceback" not in line})
-            notes.append(f"{name} logged {len(lines)} line(s), e.g.: " + " | ".join(firsts[:3]))
-    for r in report.get("latency", []):
-        if r["backend"] == "embedded" and r.get("server_log"):
-            notes.append(f"embedded N={r['subscribers']}: the server logged {len(r['server_log'])} line(s)")
-    return notes
+def external_rows(external: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for case, figures in external["cases"].items():
+        s, first = figures["summary"], figures["windows"][0]
+        rows.append(
+            [
+                case,
+                f"{first['writes']} x {s['repeats']} ({first['target_rate']:g})",
+                fig(s["p50"], 2),
+                fig(s["p95"], 2),
+                fig(s["p99"], 2),
+                fig(s["max"], 2, spread=False),
+                fig(s["intended_p99"], 2),
+                pct(s["serving_share"]),
+                pct(s["load_share"]),
+            ]
+        )
+    return rows
 
 
-def cluster_problems(report: dict[str, Any]) -> list[str]:
-    problems = [
-        f"{r['backend']} N={r['subscribers']}: {p}" for r in report.get("latency", []) for p in r["problems"]
-    ]
-    for part in ("round_trips", "lag"):
-        problems += report.get(part, {}).get("problems", [])
-    return problems + report.get("problems", [])
+TARGET_COLUMNS = ["target", "measured", "verdict", "what limits it"]
 
 
-def render_cluster(report: dict[str, Any], table: Table) -> str:
-    parts: list[str] = []
-    rows = report.get("latency", [])
-    if rows:
-        parts += [
-            "1. Commit -> client latency: Redis backend (Daphne A + B, one worker, Postgres; writes "
-            "through A)"
-            " beside the embedded backend (one Daphne, SQLite WAL); t0 just before COMMIT",
-            table(LATENCY_COLUMNS, [latency_row(r) for r in rows]),
-            "",
-            table(LATENCY_EXTRA_COLUMNS, [latency_extra_row(r) for r in rows]),
-        ]
-    rt = report.get("round_trips")
-    if rt and "windows" in rt:
-        parts += [
-            "",
-            f"2. Redis commands (MONITOR) per committed write: {rt['writes_per_window']} bumps per window "
-            f"through A (spaced {rt['spacing_s'] * 1000:.0f} ms, or all at once), one subscriber on B; "
-            "idle: per second",
-            table(RT_COLUMNS, round_trip_rows(rt)),
-            *[f"  {note}" for note in round_trip_notes(rt)],
-        ]
-    lag = report.get("lag")
-    if lag:
-        main_rows, cpu_rows = lag_rows(lag)
-        parts += [
-            "",
-            f"3. Invalidator lag under load: {lag['writers']} direct ORM writer processes "
-            "(autocommit UPDATE), "
-            f"{lag['counters']} counters, one subscriber each (half on A, half on B); lag = receipt - commit",
-            table(LAG_COLUMNS, main_rows),
-            "",
-            "CPU over the measured window, share of one core (2 cores):",
-            table(LAG_CPU_COLUMNS, cpu_rows),
-        ]
-        if "lag_from_intended_send_ms" in lag:
-            parts.append(
-                f"  intended-send→recv p50/p99 {number(lag['lag_from_intended_send_ms']['p50'], 2)}/"
-                f"{number(lag['lag_from_intended_send_ms']['p99'], 2)} ms; writer lateness p50/p99 "
-                f"{number(lag['sent_late_ms']['p50'], 2)}/{number(lag['sent_late_ms']['p99'], 2)} ms; "
-                f"ORM write (UPDATE + append) p50/p99 {number(lag['write_time_ms']['p50'], 2)}/"
-                f"{number(lag['write_time_ms']['p99'], 2)} ms; log XLEN max {lag['log_xlen_max']}; "
-                f"all delivered {lag['drain_seconds_after_last_write']} s after the last write"
+def target_rows(report: dict[str, Any]) -> list[list[str]]:
+    return [[t["target"], t["measured"], t["verdict"], t["why"]] for t in report.get("targets", [])]
+
+
+# -- the whole report ------------------------------------------------------------------------
+
+
+def sections(report: dict[str, Any], table: Table) -> list[tuple[str, str]]:
+    """(title, body) of every section the run has results for."""
+    out: list[tuple[str, str]] = []
+    if report.get("targets"):
+        out.append(("Targets", table(TARGET_COLUMNS, target_rows(report))))
+    cells = report["latency"]
+    for rate in sorted({c["rate"] for c in cells}):
+        out.append(
+            (
+                f"1. Commit → client latency at {rate:g} writes/s",
+                table(LATENCY_COLUMNS, latency_rows(cells, rate)),
             )
-    notes = cluster_notes(report)
-    if notes:
-        parts += ["", "NOTES (not failures):", *[f"  {n}" for n in notes]]
-    problems = cluster_problems(report)
-    if problems:
-        parts += ["", "PROBLEMS:", *[f"  {p}" for p in problems]]
+        )
+    if cells:
+        for metric, what in (
+            ("p50", "p50"),
+            ("p99", "p99"),
+            ("cpu_us_per_delivery", "server CPU per delivery"),
+        ):
+            columns, rows = ratio_rows(cells, metric)
+            out.append((f"1. Baselines ÷ reactive (embedded): {what}", table(columns, rows)))
+    if report["fanout"]:
+        out.append(
+            (
+                "2. Fan-out: one write, N subscribers of one instance",
+                table(FANOUT_COLUMNS, fanout_rows(report["fanout"])),
+            )
+        )
+    writes = report.get("writes")
+    if writes:
+        for rows in writes["phases"].values():
+            count = rows.get("_subscriptions", 0)
+            title = (
+                f"3. Writes, closed loop, {count:,} live subscriptions"
+                if count
+                else "3. Writes, closed loop, no subscriptions"
+            )
+            out.append((title, table(WRITES_COLUMNS, writes_rows(rows))))
+        sustained = writes["sustained"]
+        out.append(
+            (
+                f"3. Sustained writes, {sustained['subscriptions']:,} distinct live subscriptions "
+                "(open loop)",
+                table(SUSTAINED_COLUMNS, sustained_rows(sustained)),
+            )
+        )
+    if report.get("tracking"):
+        out.append(
+            (
+                "3. Tracking overhead on ORM writes (in-process)",
+                table(OVERHEAD_COLUMNS, overhead_rows(report["tracking"])),
+            )
+        )
+    if report["precision"]:
+        out.append(
+            (
+                "4. Precision on the chat workload",
+                table(PRECISION_COLUMNS, precision_rows(report["precision"])),
+            )
+        )
+    if report.get("external"):
+        out.append(
+            (
+                "Writes from other processes, embedded default (Daphne, SQLite): commit -> subscriber",
+                table(EXTERNAL_COLUMNS, external_rows(report["external"])),
+            )
+        )
+    footprint = footprint_rows(report)
+    if footprint:
+        out.append(("5. Footprint", table(FOOTPRINT_COLUMNS, footprint)))
+    if cells:
+        out.append(("6. Bytes on the wire per update", table(BANDWIDTH_COLUMNS, bandwidth_rows(cells))))
+    if report.get("roundtrips") and report["roundtrips"].get("windows"):
+        rt = report["roundtrips"]
+        notes = "\n".join(f"- {note}" for note in round_trip_notes(rt))
+        out.append(
+            ("Redis: commands per committed write", table(RT_COLUMNS, round_trip_rows(rt)) + "\n\n" + notes)
+        )
+    if report.get("lag"):
+        out.append(
+            ("Redis: lag under writes from other processes", table(LAG_COLUMNS, [lag_row(report["lag"])]))
+        )
+    for profile in report.get("profile") or []:
+        title = (
+            f"Profile: fan-out to {profile['subscribers']:,} subscribers, {profile['server']} "
+            f"({profile['samples']} samples; flame graph: bench/results/{profile['flame_graph']})"
+        )
+        rows = [
+            [f"{share * 100:.1f}%", frame, f"{inclusive * 100:.1f}%" if inclusive is not None else "", under]
+            for (frame, share), (under, inclusive) in zip(
+                profile["self"], profile["inclusive"] + [["", None]] * len(profile["self"]), strict=False
+            )
+        ]
+        out.append((title, table(["self", "function (file)", "inclusive", "function (file)"], rows)))
+    return out
+
+
+def render_text(report: dict[str, Any]) -> str:
+    parts = []
+    for title, body in sections(report, text_table):
+        parts += [title, body, ""]
+    if report["notes"]:
+        parts += ["NOTES (baselines' limits, servers' logs: not failures):"] + [
+            f"  {n[:300]}" for n in report["notes"]
+        ]
+    machine = report["machine"]
+    parts.append(
+        f"\nmachine load average at start {machine['load_average_at_start']}, "
+        f"at end {machine.get('load_average_at_end')}; {report['seconds'].get('total')} s"
+    )
     return "\n".join(parts)
 
 
-def cluster_markdown(report: dict[str, Any]) -> str:
-    m = report["machine"]
-    load = [
-        "load average at start / end",
-        f"{' '.join(map(str, m['load_average_at_start']))} / "
-        f"{' '.join(map(str, m.get('load_average_at_end', [])))}",
-    ]
-    services = [
-        [
-            "channels_redis / redis-py / redis-server / PostgreSQL",
-            " / ".join(str(m.get(key)) for key in ("channels_redis", "redis_py", "redis_server", "postgres")),
-        ],
-        ["Postgres options", "fsync=off, synchronous_commit=off, full_page_writes=off (harness/services.py)"],
-    ]
-    text = [
-        "# Redis backend benchmark: latest results",
-        "",
-        "Written by `python -m bench` (parts `redis-latency`, `roundtrips` and `lag`); the method and",
-        'what each number means are in `bench/README.md` (section "Redis backend"). Everything, load',
-        "generator included, shares the same cores.",
-        "",
-        _facts(m, load, services),
-    ]
-    rows = report.get("latency", [])
-    if rows:
-        text += [
-            "",
-            "## 1. Commit → client latency, Redis beside embedded",
-            "",
-            md_table(LATENCY_COLUMNS, [latency_row(r) for r in rows]),
-            "",
-            md_table(LATENCY_EXTRA_COLUMNS, [latency_extra_row(r) for r in rows]),
-        ]
-    rt = report.get("round_trips")
-    if rt and "windows" in rt:
-        text += [
-            "",
-            "## 2. Redis commands per committed write (MONITOR)",
-            "",
-            f"{rt['writes_per_window']} `benchapp.bump` per window through A "
-            f"(spaced {rt['spacing_s'] * 1000:.0f} ms, "
-            "or all at once), one subscriber on B. The idle column is per second.",
-            "",
-            md_table(RT_COLUMNS, round_trip_rows(rt)),
-            "",
-            *[f"- {note}" for note in round_trip_notes(rt)],
-        ]
-    lag = report.get("lag")
-    if lag:
-        main_rows, cpu_rows = lag_rows(lag)
-        text += [
-            "",
-            "## 3. Invalidator lag under load",
-            "",
-            f"{lag['writers']} direct ORM writer processes (autocommit UPDATE), "
-            f"{lag['counters']} counters, one "
-            "subscriber each (half on A, half on B).",
-            "",
-            md_table(LAG_COLUMNS, main_rows),
-            "",
-            "CPU over the measured window (share of one core):",
-            "",
-            md_table(LAG_CPU_COLUMNS, cpu_rows),
-        ]
-    notes = cluster_notes(report)
-    if notes:
-        text += ["", "## Notes", "", *[f"- {n}" for n in notes]]
-    problems = cluster_problems(report)
-    if problems:
-        text += ["", "## Problems", "", *[f"- {p}" for p in problems]]
-    return "\n".join(text) + "\n"
+def results_directory(quick: bool) -> Path:
+    directory = RESULTS / "quick" if quick else RESULTS
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+def write(report: dict[str, Any], quick: bool, json_path: Path | None = None) -> list[Path]:
+    """The JSON (at ``json_path``, else ``<UTC date>.json``), ``BENCHMARKS.md`` and the plots;
+    returns their paths."""
+    from bench import benchmarks_md, plots
+
+    out_dir = results_directory(quick)
+    if json_path is None:
+        json_path = out_dir / f"{datetime.now(UTC).strftime('%Y-%m-%d')}.json"
+    write_json(report, json_path)
+    pictures = plots.draw(report, out_dir)
+    md_path = out_dir / "BENCHMARKS.md" if quick else BENCHMARKS
+    md_path.write_text(benchmarks_md.render(report, json_path, pictures, md_path.parent))
+    return [json_path, md_path, *pictures]

@@ -1,6 +1,6 @@
 """Part: Redis commands per committed write, seen through ``MONITOR``, and the rows of its table.
 
-Four windows, one subscriber on B, ``benchapp.bump`` through A: idle; writes spaced out to the
+Four windows, one subscriber on B, ``POST /bench/bump`` through A: idle; writes spaced out to the
 subscribed counter; spaced writes to a counter nobody reads; a burst to the subscribed counter.
 Each command is attributed to the process whose socket sent it (client port -> ``/proc``);
 commands run inside a Lua script are counted per script call, as they are no round trips.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import socket
 import threading
@@ -18,15 +19,20 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench import Broken
-from bench.cluster import PROGRESS_KEY, Deployment, commandstats, log_head
-from bench.plans import Plan
-from bench.workload import close_all, make_subscriber, wait_all_at
-from harness.processes import ROOT
-from reactive.client import ReactiveClient
+import redis
 
-LUA = ROOT / "reactive" / "lua"
-ROUND_TRIP_KEYS = (100_001, 100_002)  # the subscribed counter, the unwatched one
+from bench import Broken
+from bench.cluster import PROGRESS_KEY, commandstats, database, log_head
+from bench.plans import Plan
+from bench.population import Population
+from bench.wire import HttpConnection, open_http
+from harness import procfs
+from harness.ports import HOST
+from harness.processes import ROOT
+
+LUA = ROOT / "reactive" / "backends" / "redis" / "lua"
+ROUND_TRIP_KEYS = (300_001, 300_002)  # the subscribed counter, the unwatched one
+SUBSCRIBER = 80_000_001  # an odd index: its socket is on server B
 
 MONITOR_LINE = re.compile(r"^\+(\d+\.\d+) \[\d+ ([^\]]+)\] (.*)$")
 TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -123,8 +129,6 @@ def parse_monitor(lines: list[str], owners: dict[int, str], scripts: dict[str, s
 
 def counted_per(process: str, label: str) -> str:
     """What each command is paid per, from the code (reactive/backends/redis.py, worker.py)."""
-    if label == "EVALSHA append.lua":
-        return "per committed write: the writer's one round trip (version + XADD)"
     if label.startswith("SMEMBERS reactive:schemes:"):
         return "per writing process and table, at most once a second (watched-columns cache)"
     if label == "EVALSHA match.lua":
@@ -139,6 +143,8 @@ def counted_per(process: str, label: str) -> str:
         return "per worker pass (batch); blocks up to 0.5 s when idle"
     if label.startswith("PUBLISH"):
         return "per pass x live server process (every server gets every batch)"
+    if label.startswith("XTRIM reactive:requests"):
+        return "per pass: the requests stream trimmed to what the worker has read"
     if label.startswith("HSET reactive:progress"):
         return "per pass: the worker's position in both streams"
     if label in ("GET reactive:epoch", "SET reactive:lease NX", "EVALSHA renew.lua"):
@@ -162,7 +168,13 @@ WINDOWS = (  # name, counter written (None: no writes), how the writes go out
 )
 
 
-async def write_window(writer: ReactiveClient, key: int | None, mode: str, plan: Plan) -> int:
+async def bump(writer: HttpConnection, key: int) -> None:
+    _, status, body = await writer.request("POST", f"/bench/bump?key={key}")
+    if status != 200:
+        raise Broken(f"round trips: a write answered {status}: {body[:200]!r}")
+
+
+async def write_window(writer: HttpConnection, key: int | None, mode: str, plan: Plan) -> int:
     """The writes of one window (none when idle); returns how many."""
     if mode == "idle":
         await asyncio.sleep(plan.rt_idle_s)
@@ -170,14 +182,26 @@ async def write_window(writer: ReactiveClient, key: int | None, mode: str, plan:
     if mode == "spaced":
         next_at = time.monotonic()
         for _ in range(plan.rt_writes):
-            await writer.action("benchapp.bump", {"key": key}, timeout=30)
+            await bump(writer, key)  # type: ignore[arg-type]
             next_at += plan.rt_spacing_s
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-    else:
-        await asyncio.gather(
-            *(writer.action("benchapp.bump", {"key": key}, timeout=30) for _ in range(plan.rt_writes))
-        )
+    else:  # a burst: every write at once, each on a connection of its own
+        writers = [await open_http(HOST, writer.port) for _ in range(plan.rt_writes)]
+        try:
+            await asyncio.gather(*(bump(w, key) for w in writers))  # type: ignore[arg-type]
+        finally:
+            for w in writers:
+                w.close()
     return plan.rt_writes
+
+
+def port_owners(population: Population) -> dict[int, str]:
+    """Which process (A, B, worker, load-gen) owns each local port: MONITOR's client names."""
+    owners = {port: "load-gen" for port in procfs.local_ports(os.getpid())}
+    for name, pid in population.deployed.serving.items():
+        if name in ("server A", "server B", "worker"):
+            owners.update(dict.fromkeys(procfs.local_ports(pid), name.removeprefix("server ")))
+    return owners
 
 
 def window_record(
@@ -218,72 +242,71 @@ def window_record(
     return record
 
 
-async def round_trip_case(deployment: Deployment, plan: Plan) -> dict[str, Any]:
+async def round_trip_case(population: Population, plan: Plan) -> dict[str, Any]:
     """Windows of MONITOR: idle, spaced writes (watched counter), spaced writes (nobody reads the
     counter), a burst (watched counter). One subscriber, on B; the writes go through A."""
     watched, unwatched = ROUND_TRIP_KEYS
+    deployed = population.deployed
     scripts = script_names()
-    writer = ReactiveClient(deployment.a.ws_url, reconnect=False)
-    subscriber = make_subscriber(deployment.b.ws_url)
     result: dict[str, Any] = {
         "writes_per_window": plan.rt_writes,
         "spacing_s": plan.rt_spacing_s,
         "windows": {},
     }
     windows: dict[str, dict[str, Any]] = result["windows"]
+    await deployed.reset_counters(watched, 2)
+    await population.subscribe({SUBSCRIBER: [watched]})
+    writer = await open_http(HOST, deployed.write_port)
+    client = redis.Redis.from_url(deployed.redis_url, socket_timeout=10)  # type: ignore[arg-type]
     try:
-        await writer.connect()
+        # Warm: the first writes open the server's database connection and load the scripts.
         for key in ROUND_TRIP_KEYS:
-            await writer.action("benchapp.reset", {"key": key})
-        await subscriber.client.connect()
-        subscriber.sub = subscriber.client.subscribe("benchapp.counter", {"key": watched})
-        await subscriber.sub.first(timeout=30)
-        # Warm: the first bumps open the server's database connection and load the scripts.
-        for key in ROUND_TRIP_KEYS:
-            await writer.action("benchapp.bump", {"key": key})
-        await deployment.settle()
+            await bump(writer, key)
         expected = {watched: 1, unwatched: 1}
-
-        client = deployment.redis()
-        try:
-            for name, key, mode in WINDOWS:
-                stats0 = commandstats(client)
-                monitor = Monitor(deployment.cluster.redis_service.port)
-                began = time.monotonic()
-                try:
-                    count = await write_window(writer, key, mode, plan)
-                    if key is not None:
-                        expected[key] += count
-                        with deployment.database() as database:
-                            head, _ = log_head(database)
-                        deadline = time.monotonic() + 30
-                        while int(client.hget(PROGRESS_KEY, "version") or 0) < head:
-                            if time.monotonic() > deadline:
-                                raise Broken(f"round trips, {name}: the worker did not reach version {head}")
-                            await asyncio.sleep(0.02)
-                        if key == watched and await wait_all_at([subscriber], expected[key], 30) >= 30:
-                            raise Broken(f"round trips, {name}: the subscriber never saw {expected[key]}")
-                        await asyncio.sleep(0.05)  # the pass's last commands (progress) are sent
-                    owners = deployment.port_owners()
-                    wall = time.monotonic() - began
-                finally:
-                    lines = monitor.stop()
-                stats = (stats0, commandstats(client))
-                windows[name] = window_record(
-                    parse_monitor(lines, owners, scripts), lines, count, wall, stats
-                )
-            current = (await writer.query("benchapp.counter", {"key": watched}))["value"]
-        finally:
-            client.close()
-        if subscriber.last_value() != current or current != expected[watched]:
-            result.setdefault("problems", []).append(
-                f"round trips: the subscriber shows {subscriber.last_value()}, the counter is {current}, "
-                f"expected {expected[watched]}"
+        await settle(client, deployed.database_url)  # type: ignore[arg-type]
+        for name, key, mode in WINDOWS:
+            stats0 = commandstats(client)
+            monitor = Monitor(client.connection_pool.connection_kwargs["port"])
+            began = time.monotonic()
+            try:
+                count = await write_window(writer, key, mode, plan)
+                if key is not None:
+                    expected[key] += count
+                    await settle(client, deployed.database_url, f"round trips, {name}")  # type: ignore[arg-type]
+                    if key == watched and not await population.generators.settled(
+                        {watched: expected[watched]}, 100, 30
+                    ):
+                        raise Broken(f"round trips, {name}: the subscriber never saw {expected[watched]}")
+                    await asyncio.sleep(0.05)  # the pass's last commands (progress) are sent
+                owners = port_owners(population)
+                wall = time.monotonic() - began
+            finally:
+                lines = monitor.stop()
+            windows[name] = window_record(
+                parse_monitor(lines, owners, scripts), lines, count, wall, (stats0, commandstats(client))
             )
-        result["summary"] = round_trip_summary(windows)
-        return result
+        latest = (await population.generators.collect())["latest"]
     finally:
-        await close_all([writer, subscriber.client])
+        client.close()
+        writer.close()
+    seen = max(
+        (value for index, key, value in latest if index == SUBSCRIBER and key == watched), default=None
+    )
+    if seen != expected[watched]:
+        result["problems"] = [f"round trips: the subscriber shows {seen}, expected {expected[watched]}"]
+    result["summary"] = round_trip_summary(windows)
+    return result
+
+
+async def settle(client: redis.Redis, database_url: str, what: str = "round trips") -> None:
+    """Until the worker has processed every change record committed so far (the log table's head)."""
+    with database(database_url) as connection:
+        head, _ = log_head(connection)
+    deadline = time.monotonic() + 30
+    while int(client.hget(PROGRESS_KEY, "version") or 0) < head:
+        if time.monotonic() > deadline:
+            raise Broken(f"{what}: the worker did not reach version {head}")
+        await asyncio.sleep(0.02)
 
 
 def round_trip_summary(windows: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -302,9 +325,7 @@ def round_trip_summary(windows: dict[str, dict[str, Any]]) -> dict[str, Any]:
             3,
         )
 
-    spaced = "watched, spaced"
     return {
-        "writer_append_per_write": per(spaced, "A", "EVALSHA append.lua"),
         "match_per_record": {w: per(w, "worker", "EVALSHA match.lua") for w in windows if w != "idle"},
         "register_per_write": {w: per(w, "worker", "EVALSHA register.lua") for w in windows if w != "idle"},
         "worker_round_trips_per_write": {w: worker_round_trips(w) for w in windows if w != "idle"},

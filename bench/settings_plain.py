@@ -1,4 +1,5 @@
-"""``bench.settings`` without ``reactive``: the baseline of the ORM-write overhead benchmark.
+"""``bench.settings`` without ``reactive``: the plain-Django baseline and the
+djangochannelsrestframework server (``bench.dcrf``, Channels' in-memory layer).
 
 The demo apps (``project.chat``, ``project.tasks``) import ``reactive`` in their functions and
 are dropped too. ``bench.benchapp`` stays; its ``functions`` module is imported only by

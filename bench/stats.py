@@ -1,8 +1,10 @@
-"""Numbers from samples: nearest-rank percentiles, latency summaries, send rates, CPU shares."""
+"""Numbers from samples: nearest-rank percentiles, latency summaries, send rates, CPU shares, and
+the spread of a figure over repeats."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 
@@ -15,14 +17,20 @@ def percentile(values: list[float], p: float) -> float | None:
 
 
 def summary_ms(values_ns: list[int]) -> dict[str, float | None]:
-    """Count, p50, p90, p99 and max of nanosecond durations, in milliseconds."""
-    ms = [v / 1e6 for v in values_ns]
+    """Count, p50, p90, p95, p99 and max of nanosecond durations, in milliseconds."""
+    ms = sorted(v / 1e6 for v in values_ns)
+    n = len(ms)
+
+    def rank(p: float) -> float | None:
+        return ms[max(0, math.ceil(p / 100 * n) - 1)] if n else None
+
     return {
-        "count": len(ms),
-        "p50": percentile(ms, 50),
-        "p90": percentile(ms, 90),
-        "p99": percentile(ms, 99),
-        "max": max(ms) if ms else None,
+        "count": n,
+        "p50": rank(50),
+        "p90": rank(90),
+        "p95": rank(95),
+        "p99": rank(99),
+        "max": ms[-1] if ms else None,
     }
 
 
@@ -48,4 +56,17 @@ def cpu_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, A
         "wall_seconds": round(wall, 3),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "shares": shares,
+    }
+
+
+def spread(values: list[float | None]) -> dict[str, float | None] | None:
+    """Median, min and max of a figure over repeats (None values, from failed repeats, left out)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return {
+        "median": statistics.median(present),
+        "min": min(present),
+        "max": max(present),
+        "n": len(present),
     }

@@ -149,18 +149,27 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def start_servers(self, *names: str, timeout: float = 30.0, server: str = "daphne") -> list[Process]:
-        """ASGI servers (``"daphne"`` or ``"uvicorn"``), started together; returns once each listens."""
+    def start_servers(
+        self,
+        *names: str,
+        timeout: float = 30.0,
+        server: str = "daphne",
+        options: tuple[str, ...] | None = None,
+    ) -> list[Process]:
+        """ASGI servers (``"daphne"`` or ``"uvicorn"``) with ``options`` (each server's defaults
+        if None), started together; returns once each one listens."""
         servers = []
         for name in names:
             port = free_port()
             if server == "uvicorn":
-                argv = uvicorn_command(port, "--log-level", "warning")
+                argv = uvicorn_command(
+                    port, *(options if options is not None else ("--log-level", "warning"))
+                )
             else:
-                argv = daphne_command(port, *DAPHNE_LIMITS)
+                argv = daphne_command(port, *(options if options is not None else DAPHNE_LIMITS))
             servers.append(self.start(name, argv, port))
-        for server in servers:
-            server.wait_until_listening(timeout)
+        for process in servers:
+            process.wait_until_listening(timeout)
         return servers
 
     def start_worker(self, name: str) -> Process:

@@ -39,12 +39,12 @@ def manage_command(*args: str) -> list[str]:
     return [sys.executable, "manage.py", *args]
 
 
-def daphne_command(port: int, *options: str) -> list[str]:
-    return [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), *options, ASGI_APP]
+def daphne_command(port: int, *options: str, app: str = ASGI_APP) -> list[str]:
+    return [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), *options, app]
 
 
-def uvicorn_command(port: int, *options: str) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", ASGI_APP, "--host", HOST, "--port", str(port), *options]
+def uvicorn_command(port: int, *options: str, app: str = ASGI_APP) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port), *options]
 
 
 def migrate(env: dict[str, str]) -> None:

@@ -53,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_AUTHENTICATOR": "reactive.auth.authenticate_signed_token",
     # Lifetime of a reactive.auth.make_token token; a password change or deactivation ends it sooner.
     "TOKEN_MAX_AGE_SECONDS": 7 * 24 * 3600,
+    # What a query's read set records: "rows" (the conditions that bound the rows read) or
+    # "tables" (every row of each table read). "tables" is for benchmarks and diagnosis only: it
+    # re-runs a query on any write to a table it read.
+    "READ_SETS": "rows",
     # Tables whose writes never invalidate anything (the app's own bookkeeping, the change log
     # itself, and sessions): a transaction that writes only these appends no change record,
     # except that a deleted session still ends the sockets signed in with it (docs/security.md).

@@ -307,23 +307,32 @@ async def test_standby_worker_takes_over_when_the_leader_is_killed(cluster: Clus
         )
 
 
-async def test_clients_recover_correct_values_after_a_redis_restart(cluster: Cluster) -> None:
-    a, b = cluster.start_servers("server-a", "server-b")
+async def watch_two_servers(
+    cluster: Cluster, opened: list[ReactiveClient]
+) -> tuple[list[Process], ReactiveClient, list[int], list[ReactiveClient], list[Subscription]]:
+    """Two servers and a leading worker; on each server a client watching two channels' lists and
+    counts, every subscription past its first value."""
+    servers = cluster.start_servers("server-a", "server-b")
     worker = cluster.start_worker("worker")
     await cluster.wait_for_leader([worker])
+    control = await open_client(opened, servers[0])
+    channels = await make_channels(control, 2)
+    watchers = [await open_client(opened, server) for server in servers]
+    subscriptions = [
+        watcher.subscribe(name, {"channel": channel})
+        for watcher in watchers
+        for channel in channels
+        for name in ("chat.list_messages", "chat.message_count")
+    ]
+    for subscription in subscriptions:
+        await subscription.first()
+    return list(servers), control, channels, watchers, subscriptions
+
+
+async def test_clients_recover_correct_values_after_a_redis_restart(cluster: Cluster) -> None:
     async with clients() as opened:
-        control = await open_client(opened, a)
-        channels = await make_channels(control, 2)
-        watchers = [await open_client(opened, server) for server in (a, b)]
-        subscriptions = [
-            watcher.subscribe(name, {"channel": channel})
-            for watcher in watchers
-            for channel in channels
-            for name in ("chat.list_messages", "chat.message_count")
-        ]
-        for subscription in subscriptions:
-            await subscription.first()
-        writers = [await open_client(opened, server) for server in (a, b)]
+        servers, control, channels, watchers, subscriptions = await watch_two_servers(cluster, opened)
+        writers = [await open_client(opened, server) for server in servers]
 
         outcomes: Counter[str] = Counter()
 
@@ -380,21 +389,8 @@ async def test_clients_recover_correct_values_after_a_redis_restart(cluster: Clu
 async def test_commits_made_while_redis_is_down_reach_every_subscriber_once_it_is_back(
     cluster: Cluster,
 ) -> None:
-    a, b = cluster.start_servers("server-a", "server-b")
-    worker = cluster.start_worker("worker")
-    await cluster.wait_for_leader([worker])
     async with clients() as opened:
-        control = await open_client(opened, a)
-        channels = await make_channels(control, 2)
-        watchers = [await open_client(opened, server) for server in (a, b)]
-        subscriptions = [
-            watcher.subscribe(name, {"channel": channel})
-            for watcher in watchers
-            for channel in channels
-            for name in ("chat.list_messages", "chat.message_count")
-        ]
-        for subscription in subscriptions:
-            await subscription.first()
+        _, control, channels, watchers, subscriptions = await watch_two_servers(cluster, opened)
         # Redis comes back with what it held (a snapshot it loads on start): no worker rebuilds,
         # no instance re-runs for that reason. What the subscribers see of the commits made
         # meanwhile can only come from the change log in the database.

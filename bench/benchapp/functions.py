@@ -2,63 +2,49 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
-from django.db import OperationalError, transaction
-from django.db.models import F
 from rest_framework import serializers
 
-from reactive import action, query
+from reactive import action, mutation, query
 
-from .models import Counter
+from .writes import bump_counter, counter_json, reset_counters
 
-# SQLite refuses to upgrade a deferred transaction that has read (reactive's UPDATE patch first
-# reads the old values of a watched table) once another write has committed: "database is
-# locked", at once, without waiting. Mutations retry that; actions do not, so bump does, and
-# counts the retries (``benchapp.stats``), which the benchmark reports.
-_ATTEMPTS = 8
-retries = 0
-_retries_lock = threading.Lock()
+_key = serializers.IntegerField()
+_intended = serializers.IntegerField(default=0)
 
 
-@query(args={"key": serializers.IntegerField()})
+@query(args={"key": _key})
 def counter(ctx: Any, key: int) -> dict[str, Any]:
-    row = Counter.objects.filter(key=key).values("key", "value").first()
-    return {"key": key, "value": row["value"] if row else None}
+    """The counter with its stamps: ``{"key", "value", "stamp", "intended"}``."""
+    return counter_json(key)
 
 
-@action(args={"key": serializers.IntegerField()})
+@mutation(args={"key": _key, "intended": _intended})
+def increment(ctx: Any, key: int, intended: int) -> dict[str, Any]:
+    """The plain view's write (``bench/bump``) as a mutation."""
+    return bump_counter(key, intended)
+
+
+@action(args={"key": _key})
 def bump(ctx: Any, key: int) -> int:
-    """Increment the counter; return ``time.monotonic_ns()`` taken just before COMMIT."""
-    global retries
-    for attempt in range(_ATTEMPTS):
-        try:
-            with transaction.atomic():
-                Counter.objects.filter(key=key).update(value=F("value") + 1)
-                t0 = time.monotonic_ns()
-            return t0
-        except OperationalError as exc:
-            if "locked" not in str(exc) or attempt == _ATTEMPTS - 1:
-                raise
-            with _retries_lock:
-                retries += 1
-            time.sleep(0.001 * 2**attempt)
-    raise AssertionError("unreachable")
+    """The same write as an action; returns its stamp (taken just before the UPDATE)."""
+    return bump_counter(key, 0)["stamp"]
 
 
-@action(args={"key": serializers.IntegerField()})
+@action(args={"key": _key})
 def reset(ctx: Any, key: int) -> int:
     """Create the counter (or set it back to 0); returns its value."""
-    Counter.objects.update_or_create(key=key, defaults={"value": 0})
+    reset_counters(key, 1)
     return 0
 
 
 @action
 def stats(ctx: Any) -> dict[str, Any]:
-    """How often the invalidator ran each query (one run per commit batch, whatever N is)."""
+    """How often the invalidator ran each query, and how many instances are live."""
     from reactive.backends import get_backend
 
     invalidator = get_backend().invalidator
-    return {"runs": dict(invalidator.runs) if invalidator is not None else {}, "bump_retries": retries}
+    if invalidator is None:
+        return {"runs": {}, "instances": None}
+    return {"runs": dict(invalidator.runs), "instances": len(invalidator.instances)}

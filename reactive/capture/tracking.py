@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import WriteInQuery
-from ..records import ReadSet
+from ..records import ANY_ROW, ReadSet
+from ..settings import reactive_settings
 from .readsets import known_tables, read_set_of, read_set_of_raw_sql
 
 _local = threading.local()
@@ -65,13 +66,21 @@ def record_compiled_read(compiler, sql: object = None) -> None:
     tracker = current()
     if tracker is not None:
         sql = sql if isinstance(sql, str) or sql is None else str(sql)
-        tracker.read_set.merge(read_set_of(compiler.query, compiler.connection, sql))
+        tracker.read_set.merge(_as_configured(read_set_of(compiler.query, compiler.connection, sql)))
 
 
 def record_raw_sql_read(sql: str) -> None:
     tracker = current()
     if tracker is not None:
-        tracker.read_set.merge(read_set_of_raw_sql(sql, known_tables()))
+        tracker.read_set.merge(_as_configured(read_set_of_raw_sql(sql, known_tables())))
+
+
+def _as_configured(read_set: ReadSet) -> ReadSet:
+    """``REACTIVE["READ_SETS"] = "tables"`` drops every condition: each table read, any row
+    (table-level invalidation, the benchmarks' baseline). The default, "rows", keeps them."""
+    if reactive_settings.READ_SETS != "tables":
+        return read_set
+    return ReadSet({table: {ANY_ROW} for table in read_set.tables})
 
 
 def forbid_write() -> None:
