@@ -9,8 +9,6 @@ ignored tables appends nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import IntegrityError, connections, transaction
@@ -18,29 +16,17 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 from project.chat.models import Channel, Message
-from reactive.backends import get_backend
 from reactive.backends.changelog import DatabaseLog
 from reactive.capture import commits
 from reactive.models import MutationRecord
-from reactive.records import ChangeRecord, ReadSet
+from reactive.records import ChangeRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-WATCH = "test-capture-log"
 
 
 def autocommit_outside_any_transaction() -> bool:
     connection = connections["default"]  # the wrapper itself, not the proxy
     return connection.get_autocommit() and not commits.in_own_transaction(connection)
-
-
-@pytest.fixture
-def watched_channel() -> Iterator[None]:
-    """A live read set on ``chat_message.channel_id`` in this process's index."""
-    index = get_backend().index
-    index.set(WATCH, ReadSet({"chat_message": {frozenset({("channel_id", 1)})}}))
-    yield
-    index.remove(WATCH)
 
 
 def records_since(start: int) -> list[ChangeRecord]:

@@ -30,6 +30,7 @@ from typing import Any
 from django.core.exceptions import EmptyResultSet
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
+from django.db.models import JSONField
 from django.db.models.constants import OnConflict
 from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.constants import MULTI, NO_RESULTS, ROW_COUNT
@@ -37,7 +38,7 @@ from django.db.models.sql.query import Query
 
 from ..records import ANY_TABLE, RowChange
 from . import commits, tracking
-from .readsets import canonical_value, read_set_of_raw_sql
+from .readsets import canonical_value, read_set_of_raw_sql, usable_value, value_field
 
 _local = threading.local()
 # (owner, attribute, Django's original) of every patch applied, for uninstall().
@@ -255,7 +256,8 @@ def _wrap_update(original):
                 if returned is not None:
                     result, old = returned
                     assignments = _constant_assignments(self) or {}
-                    rows = [RowChange(table, image, {**image, **assignments}) for image in old]
+                    columns = frozenset(assigned)
+                    rows = [RowChange(table, image, {**image, **assignments}, columns) for image in old]
                     commits.record(self.connection, rows)
                     return 0 if result is None else result  # as Django's: 0 for an empty WHERE
             old = _read_images(self, fields)
@@ -281,13 +283,44 @@ def _constant_assignments(compiler) -> dict | None:
 
 def _updated_rows(compiler, table: str, fields, old: list[dict]) -> list[RowChange]:
     assignments = _constant_assignments(compiler)
+    assigned = frozenset(field.column for field, _model, _value in compiler.query.values)
+    comparable = frozenset(field.column for field in fields if _comparable(field))
     if assignments is None:
         # An expression (F() + 1, Case/When of bulk_update): read the new values back.
         pk = compiler.query.get_meta().pk
         new = _read_images_by_pk(compiler, fields, [image[pk.column] for image in old])
         new_by_pk = {image[pk.column]: image for image in new}
-        return [RowChange(table, image, new_by_pk.get(image[pk.column])) for image in old]
-    return [RowChange(table, image, {**image, **assignments}) for image in old]
+        images = [(image, new_by_pk.get(image[pk.column])) for image in old]
+    else:
+        images = [(image, {**image, **assignments}) for image in old]
+    return [
+        RowChange(table, before, after, _changed_columns(assigned, comparable, before, after))
+        for before, after in images
+    ]
+
+
+def _comparable(field) -> bool:
+    """Whether two equal canonical values of the field's column are one database value (JSON
+    text keeps its key order in some databases, so its values are never compared)."""
+    return not isinstance(value_field(field), JSONField)
+
+
+def _changed_columns(assigned: frozenset[str], comparable: frozenset[str], old, new) -> frozenset[str]:
+    """The assigned columns minus those whose old and new values are both known (the images
+    hold the watched columns) and equal: ``save()`` assigns every column, most keep their value."""
+    if old is None or new is None:
+        return assigned
+    return frozenset(
+        column
+        for column in assigned
+        if not (
+            column in comparable
+            and column in old
+            and column in new
+            and old[column] == new[column]
+            and usable_value(old[column])
+        )
+    )
 
 
 def _wrap_delete(original):
