@@ -185,31 +185,32 @@ def image_text(image: RowImage | None) -> dict[str, str] | None:
 def encode_change(
     rows: Iterable[RowChange], opaque_tables: Iterable[str], revoked: Iterable[str] = ()
 ) -> str:
-    """One commit's changes as the JSON text stored in the change log (images as value texts)."""
+    """One commit's changes as the JSON text stored in the change log (images as value texts).
+
+    The columns each updated row changed travel in ``"columns"``, a list beside ``"rows"`` (one
+    entry per row, ``null`` for unknown), so a reader that predates them still reads the rows.
+    """
+    rows = list(rows)
     record: dict = {
-        "rows": [_row_entry(row) for row in rows],
+        "rows": [[row.table, image_text(row.old), image_text(row.new)] for row in rows],
         "opaque": sorted(opaque_tables),
     }
+    columns = [None if row.changed_columns is None else sorted(row.changed_columns) for row in rows]
+    if any(entry is not None for entry in columns):
+        record["columns"] = columns
     if revoked:  # rare: most commits end no sign-in
         record["revoked"] = sorted(revoked)
     return orjson.dumps(record).decode()
 
 
-def _row_entry(row: RowChange) -> list:
-    """``[table, old, new]``, and for an update with known columns ``[table, old, new, columns]``."""
-    entry = [row.table, image_text(row.old), image_text(row.new)]
-    if row.changed_columns is not None:
-        entry.append(sorted(row.changed_columns))
-    return entry
-
-
 def decode_change(version: int, text: str | bytes) -> ChangeRecord:
-    """A change record read back from the log: its row images hold value texts. A row written
-    without its columns (before they were recorded) changed every column."""
+    """A change record read back from the log: its row images hold value texts. A row without
+    its columns (all rows of a record written before they were recorded) changed every column."""
     data = orjson.loads(text)
+    columns = data.get("columns") or [None] * len(data["rows"])
     rows = tuple(
-        RowChange(entry[0], entry[1], entry[2], frozenset(entry[3]) if len(entry) > 3 else None)
-        for entry in data["rows"]
+        RowChange(table, old, new, None if changed is None else frozenset(changed))
+        for (table, old, new), changed in zip(data["rows"], columns, strict=True)
     )
     return ChangeRecord(version, rows, frozenset(data["opaque"]), frozenset(data.get("revoked", ())))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 import pytest
 from django.db.models import Count, Exists, F, OuterRef, Sum
 from django.db.models.functions import Length
@@ -168,3 +169,10 @@ def test_a_record_keeps_its_columns_and_an_earlier_record_changed_every_column()
     earlier = '{"rows": [["chat_message", {"id": "i1"}, {"id": "i1"}]], "opaque": []}'
     (row,) = decode_change(8, earlier).rows
     assert row.columns is None and row.changed_columns is None
+    # The columns travel beside the rows: a reader of the earlier format reads the rows as before.
+    data = orjson.loads(encode_change([update, insert], ()))
+    assert [(table, old, new) for table, old, new in data["rows"]] == [
+        ("chat_message", {"id": "i1"}, {"id": "i1"}),
+        ("chat_message", None, {"id": "i2"}),
+    ]
+    assert data["columns"] == [["body"], None]
