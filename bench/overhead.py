@@ -1,6 +1,8 @@
 """Part: what write tracking adds to plain ORM writes, and the rows of its table.
 
-Two ``bench.overhead_worker`` subprocesses on fresh SQLite databases, no server: one with
+Two ``bench.overhead_worker`` subprocesses on fresh databases, no server: SQLite files, or
+Postgres databases when ``DATABASE_URL`` names a server (``python -m harness.services run --
+python -m bench --parts overhead``); one with
 ``bench.settings_plain`` (no ``reactive``), one with ``bench.settings`` (``reactive`` capturing
 every write, with the table unwatched and then watched). Rounds alternate between the variants,
 so whatever else the machine does drifts over all three alike.
@@ -10,19 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from bench import Broken
 from bench.overhead_worker import OPERATION_LABELS, OPERATIONS
 from bench.plans import Plan
 from bench.servers import embedded_env
 from bench.tables import number
-from harness.processes import ROOT
+from harness.processes import ROOT, django_env
 
 OVERHEAD_ROUND_TIMEOUT_S = 300.0
 
@@ -31,9 +35,19 @@ class OverheadWorker:
     """A ``bench.overhead_worker`` subprocess, driven one round at a time over stdin/stdout."""
 
     def __init__(self, settings: str, variants: str, iterations: int, workdir: Path) -> None:
-        db = workdir / f"overhead-{settings.rsplit('.', 1)[-1]}.sqlite3"
+        name = f"overhead-{settings.rsplit('.', 1)[-1]}"
         self.settings = settings
-        self.stderr = (workdir / f"overhead-{settings.rsplit('.', 1)[-1]}.log").open("w+")
+        self.stderr = (workdir / f"{name}.log").open("w+")
+        server = os.environ.get("DATABASE_URL")
+        if server:
+            env = django_env(
+                settings,
+                BENCH_DATABASE_URL=fresh_database(server, name.replace("-", "_")),
+                REDIS_URL=None,
+                REACTIVE_LOG_LEVEL="WARNING",
+            )
+        else:
+            env = embedded_env(settings, workdir / f"{name}.sqlite3")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -45,7 +59,7 @@ class OverheadWorker:
                 str(iterations),
             ],
             cwd=ROOT,
-            env=embedded_env(settings, db),
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -85,9 +99,25 @@ class OverheadWorker:
         self.stderr.close()
 
 
+def fresh_database(server_url: str, name: str) -> str:
+    """The URL of an empty database ``name`` on the Postgres server of ``server_url``."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
 def run_overhead(plan: Plan, workdir: Path) -> dict[str, Any]:
     """Rounds alternate plain / unwatched / watched, across the two worker processes."""
-    out: dict[str, Any] = {"iterations": plan.overhead_iterations, "repeats": plan.overhead_repeats}
+    out: dict[str, Any] = {
+        "iterations": plan.overhead_iterations,
+        "repeats": plan.overhead_repeats,
+        "database": "postgresql" if os.environ.get("DATABASE_URL") else "sqlite",
+    }
     workers: list[OverheadWorker] = []
     try:
         plain = OverheadWorker("bench.settings_plain", "plain", plan.overhead_iterations, workdir)

@@ -18,6 +18,10 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 DATABASES = {"default": sqlite_database(os.environ.get("SQLITE_PATH", str(BASE_DIR / ".bench-db.sqlite3")))}
+if os.environ.get("BENCH_DATABASE_URL"):  # the overhead part on Postgres (bench/overhead.py)
+    import dj_database_url
+
+    DATABASES = {"default": dj_database_url.parse(os.environ["BENCH_DATABASE_URL"], conn_max_age=600)}
 
 # The embedded backend whatever REDIS_URL says.
 REACTIVE = {

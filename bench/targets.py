@@ -245,9 +245,9 @@ def precision_target(report: dict[str, Any]) -> list[dict[str, Any]]:
             name,
             measured,
             value is not None and value > 0.95,
-            "re-runs whose result did not change: an edit of a message re-runs the channel's count "
-            "(its read set is channel_id = c, and the edit does not move the row) and its list when the "
-            "message is not among the newest shown; read sets bound rows, not the columns a query reads",
+            "re-runs whose result did not change: an edit or a delete of a message that is not among "
+            "the newest shown re-runs the channel's list (ORDER BY ... LIMIT 20); read sets bound the "
+            "rows and columns a query reads, not the window of a LIMIT",
             ("precision",),
         )
     ]

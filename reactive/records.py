@@ -23,14 +23,32 @@ ANY_ROW: Conjunction = frozenset()
 
 
 class ReadSet:
-    """Tables read and, per table, the equality conjunctions that bound the rows read."""
+    """Tables read and, per table, the equality conjunctions that bound the rows read, and the
+    columns the result depends on.
 
-    __slots__ = ("tables",)
+    ``columns`` maps a table to the columns whose values the result can depend on (selected,
+    filtered, joined, grouped or ordered by); a table read but absent from ``columns`` depends on
+    every column. An UPDATE that assigns none of a table's dependency columns leaves the result
+    as it was, whatever rows it touches. Adding a table without columns (the default) makes it
+    depend on every column, so a reader that can't name its columns widens, never narrows.
+    """
 
-    def __init__(self, tables: dict[str, set[Conjunction]] | None = None) -> None:
+    __slots__ = ("columns", "tables")
+
+    def __init__(
+        self,
+        tables: dict[str, set[Conjunction]] | None = None,
+        columns: dict[str, frozenset[str]] | None = None,
+    ) -> None:
         self.tables: dict[str, set[Conjunction]] = tables if tables is not None else {}
+        self.columns: dict[str, frozenset[str]] = columns if columns is not None else {}
 
-    def add(self, table: str, conjunction: Conjunction = ANY_ROW) -> None:
+    def add(
+        self, table: str, conjunction: Conjunction = ANY_ROW, columns: Iterable[str] | None = None
+    ) -> None:
+        """Depend on the rows of ``table`` bound by ``conjunction``, through ``columns`` (None:
+        every column)."""
+        self._depend_on_columns(table, columns)
         conjunctions = self.tables.setdefault(table, set())
         if ANY_ROW in conjunctions:
             return
@@ -38,33 +56,56 @@ class ReadSet:
             conjunctions.clear()
         conjunctions.add(conjunction)
 
+    def _depend_on_columns(self, table: str, columns: Iterable[str] | None) -> None:
+        if columns is None:
+            self.columns.pop(table, None)  # every column
+        elif table not in self.tables:
+            self.columns[table] = frozenset(columns)
+        elif table in self.columns:
+            self.columns[table] = self.columns[table].union(columns)
+        # else: the table already depends on every column
+
     def add_table(self, table: str) -> None:
-        """Depend on every row of ``table``."""
+        """Depend on every row of ``table``, through every column."""
         self.add(table, ANY_ROW)
+
+    def columns_of(self, table: str) -> frozenset[str] | None:
+        """The columns of ``table`` the result depends on; None: every column."""
+        return self.columns.get(table)
 
     def merge(self, other: ReadSet) -> None:
         for table, conjunctions in other.tables.items():
+            columns = other.columns.get(table)
             for conjunction in conjunctions:
-                self.add(table, conjunction)
+                self.add(table, conjunction, columns)
 
-    def matches(self, table: str, row: dict[str, Hashable]) -> bool:
-        """Whether a row of ``table`` (column -> canonical value) may change this read's result.
+    def matches(self, table: str, row: dict[str, Hashable], changed: frozenset[str] | None = None) -> bool:
+        """Whether a row of ``table`` (column -> canonical value) may change this read's result;
+        ``changed``: the columns an UPDATE assigned (None: any column, or not an update).
 
         A missing column in ``row`` is treated as unknown, so it matches any value.
         """
         if ANY_TABLE in self.tables:
             return True
         conjunctions = self.tables.get(table, ())
+        if not depends_on(self.columns.get(table), changed):
+            return False
         return any(
             all(column not in row or row[column] == value for column, value in conjunction)
             for conjunction in conjunctions
         )
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ReadSet) and self.tables == other.tables
+        return isinstance(other, ReadSet) and self.tables == other.tables and self.columns == other.columns
 
     def __repr__(self) -> str:
-        return f"ReadSet({self.tables!r})"
+        return f"ReadSet({self.tables!r}, columns={self.columns!r})"
+
+
+def depends_on(dependency_columns: frozenset[str] | None, changed: frozenset[str] | None) -> bool:
+    """Whether a reader depending on ``dependency_columns`` of a table (None: every column) may
+    see an UPDATE that assigned ``changed`` (None: unknown columns, an insert or a delete)."""
+    return dependency_columns is None or changed is None or not dependency_columns.isdisjoint(changed)
 
 
 # A row image: canonical values of the columns that were captured. A column missing from an
@@ -74,11 +115,23 @@ RowImage = dict[str, Hashable]
 
 @dataclass(frozen=True, slots=True)
 class RowChange:
-    """One written row: its values before (``None`` for an insert) and after (``None`` for a delete)."""
+    """One written row: its values before (``None`` for an insert) and after (``None`` for a delete).
+
+    ``columns``, for an update, are the columns it assigned a possibly different value; ``None``
+    (unknown, and always for an insert or a delete) stands for every column.
+    """
 
     table: str
     old: RowImage | None
     new: RowImage | None
+    columns: frozenset[str] | None = None
+
+    @property
+    def changed_columns(self) -> frozenset[str] | None:
+        """The columns an update changed; None for an insert, a delete or unknown columns."""
+        if self.old is None or self.new is None:
+            return None
+        return self.columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +192,19 @@ def encode_change(
     revoked: Iterable[str] = (),
     origin: tuple[str, str] | None = None,
 ) -> str:
-    """One commit's changes as the JSON text stored in the change log (images as value texts)."""
+    """One commit's changes as the JSON text stored in the change log (images as value texts).
+
+    The columns each updated row changed travel in ``"columns"``, a list beside ``"rows"`` (one
+    entry per row, ``null`` for unknown), so a reader that predates them still reads the rows.
+    """
+    rows = list(rows)
     record: dict = {
         "rows": [[row.table, image_text(row.old), image_text(row.new)] for row in rows],
         "opaque": sorted(opaque_tables),
     }
+    columns = [None if row.changed_columns is None else sorted(row.changed_columns) for row in rows]
+    if any(entry is not None for entry in columns):
+        record["columns"] = columns
     if revoked:  # rare: most commits end no sign-in
         record["revoked"] = sorted(revoked)
     if origin is not None:
@@ -152,9 +213,14 @@ def encode_change(
 
 
 def decode_change(version: int, text: str | bytes) -> ChangeRecord:
-    """A change record read back from the log: its row images hold value texts."""
+    """A change record read back from the log: its row images hold value texts. A row without
+    its columns (all rows of a record written before they were recorded) changed every column."""
     data = orjson.loads(text)
-    rows = tuple(RowChange(table, old, new) for table, old, new in data["rows"])
+    columns = data.get("columns") or [None] * len(data["rows"])
+    rows = tuple(
+        RowChange(table, old, new, None if changed is None else frozenset(changed))
+        for (table, old, new), changed in zip(data["rows"], columns, strict=True)
+    )
     origin = data.get("origin")
     return ChangeRecord(
         version,

@@ -220,6 +220,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.django_db(transaction=True))
 
 
+@pytest.fixture
+def watched_channel() -> Iterator[None]:
+    """A live read set on ``chat_message.channel_id`` in this process's index: updates and
+    deletes of messages are recorded row by row, with the old values of ``channel_id``."""
+    from reactive.backends import get_backend
+    from reactive.records import ReadSet
+
+    index = get_backend().index
+    index.set("test-watched-channel", ReadSet({"chat_message": {frozenset({("channel_id", 1)})}}))
+    yield
+    index.remove("test-watched-channel")
+
+
 @pytest.fixture(params=["inprocess", "socket"])
 def harness_server(request: pytest.FixtureRequest) -> tuple[str, Listening]:
     """Sync half of the harness: database setup must not run inside the event loop."""

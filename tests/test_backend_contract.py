@@ -160,6 +160,39 @@ def test_a_table_written_opaquely_matches_every_reader_of_it(backend: Backend) -
     assert matched(backend, everything) == {"rq.a", "rq.b"}
 
 
+def test_an_update_affects_a_reader_only_through_the_columns_it_depends_on(backend: Backend) -> None:
+    count = ReadSet()
+    count.add("chat_message", frozenset({("channel_id", 5)}), columns=("channel_id",))  # COUNT(*)
+    backend.index.set("rq.count", count)
+    bodies = ReadSet()
+    bodies.add("chat_message", frozenset({("channel_id", 5)}), columns=("channel_id", "body"))
+    backend.index.set("rq.bodies", bodies)
+    backend.index.set("rq.all", channel_read_set(5))  # no columns: every column
+
+    def update(columns: frozenset[str] | None) -> int:
+        image = {"id": 1, "channel_id": 5}
+        return append(backend, RowChange("chat_message", image, image, columns))
+
+    assert matched(backend, update(frozenset({"edited"}))) == {"rq.all"}
+    assert matched(backend, update(frozenset({"body", "edited"}))) == {"rq.bodies", "rq.all"}
+    assert matched(backend, update(frozenset())) == {"rq.all"}  # no column changed
+    # Unknown columns (a record of the earlier format, too), an insert, a delete: every reader.
+    assert matched(backend, update(None)) == {"rq.count", "rq.bodies", "rq.all"}
+    inserted = append(backend, RowChange("chat_message", None, {"id": 2, "channel_id": 5}))
+    assert matched(backend, inserted) == {"rq.count", "rq.bodies", "rq.all"}
+    # A row moving out changes the filtered column: the count re-runs.
+    moved = append(
+        backend,
+        RowChange(
+            "chat_message", {"id": 1, "channel_id": 5}, {"id": 1, "channel_id": 6}, frozenset({"channel_id"})
+        ),
+    )
+    assert matched(backend, moved) == {"rq.count", "rq.bodies", "rq.all"}
+    # Re-registered without columns, the instance depends on every column again.
+    backend.index.set("rq.count", channel_read_set(5))
+    assert matched(backend, update(frozenset({"edited"}))) == {"rq.count", "rq.all"}
+
+
 def test_watched_columns_name_what_live_read_sets_constrain(backend: Backend) -> None:
     # (A backend may cache the answer briefly: a stale None only makes writers record the table
     # as a whole, which widens. So each table is asked once, after its read sets are set.)

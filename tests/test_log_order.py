@@ -4,9 +4,9 @@ Ids (and transaction ids) are allocated when a transaction starts writing, not w
 with transactions overlapping, a record with a later id can commit first, so a reader that goes
 on from the last id it read skips whatever commits late. The log is read below the oldest
 transaction still in progress instead (``capture/logtable.py``). Many writer threads run long
-and short transactions, interleaved, sleeping for random times inside them after their write;
-a reader tails the log all along. Nothing committed may be skipped, nothing read twice, and
-nothing read that did not commit.
+and short transactions, interleaved, sleeping for random times inside them after their write,
+and single writes in autocommit mode; a reader tails the log all along. Nothing committed may be
+skipped, nothing read twice, and nothing read that did not commit.
 
 Runs in the Redis + Postgres pass (on SQLite, one writer at a time makes id order commit order).
 """
@@ -51,6 +51,14 @@ def test_overlapping_transactions_are_read_once_each_in_commit_order() -> None:
                 text = f"w{number}-{index}"
                 long = chance.random() < 0.3
                 abort = chance.random() < 0.1
+                if chance.random() < 0.3:
+                    # In autocommit mode: the capture opens the transaction of write and record.
+                    with commits.commit_versions() as versions:
+                        Task.objects.create(text=text)
+                    with lock:
+                        committed[text] = versions.last
+                        commit_order.append(text)
+                    continue
                 try:
                     with commits.commit_versions() as versions, transaction.atomic():
                         Task.objects.create(text=text)

@@ -30,3 +30,14 @@ def test_tables_mode_reads_every_row_of_each_table_read():
     with override_settings(REACTIVE={"READ_SETS": "tables"}):
         tables = reads_of_a_filtered_query()
     assert tables == {Item._meta.db_table: {ANY_ROW}, Channel._meta.db_table: {ANY_ROW}}
+
+
+def test_tables_mode_depends_on_every_column_and_rows_mode_on_those_read() -> None:
+    def columns() -> dict:
+        with track_reads() as tracker:
+            Item.objects.filter(number=5).count()
+        return tracker.read_set.columns
+
+    assert columns() == {Item._meta.db_table: {"number"}}
+    with override_settings(REACTIVE={"READ_SETS": "tables"}):
+        assert columns() == {}  # no table named: every column of each

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.writes import M2M_PATHS, PATHS
+from tests.writes import COLUMN_PATHS, M2M_PATHS, PATHS
 
 pytestmark = pytest.mark.asyncio
 
@@ -100,3 +100,53 @@ async def test_outer_rollback_pushes_nothing(harness):
         assert [m["body"] for m in messages.value] == ["seed 0", "created"]
         assert messages.updates == 2  # the first value and the one commit, nothing else
         assert await harness.instance_runs("chat.list_messages", {"channel": a}) == runs + 1
+
+
+# Updates assigning some columns only: the queries that read one of them converge, the others
+# do not re-run. (What each query reads of chat_message: tests/testapp/functions.py.)
+SHAPE_QUERIES = [
+    "testapp.ids_by_body",  # channel_id, id; body in ORDER BY only
+    "testapp.body_lengths",  # channel_id, id; body in an annotation only
+    "testapp.newest_with_channel_name",  # channel_id, id, created; chat_channel.name via a join
+    "testapp.edited_count",  # channel_id, edited
+    "chat.message_count",  # channel_id
+    "chat.list_messages",  # every column
+]
+RERUN = {
+    "save_update_fields": {"testapp.ids_by_body", "testapp.body_lengths", "chat.list_messages"},
+    # save() assigns every column; channel_id and edited, watched, are seen to keep their value.
+    "save_unchanged": {
+        "testapp.ids_by_body",
+        "testapp.body_lengths",
+        "testapp.newest_with_channel_name",
+        "chat.list_messages",
+    },
+    "flag_one": {"testapp.edited_count", "chat.list_messages"},
+    "shift_created": {"testapp.newest_with_channel_name", "chat.list_messages"},
+    "rename_channel": {"testapp.newest_with_channel_name"},
+}
+
+
+@pytest.mark.parametrize("path", COLUMN_PATHS)
+async def test_an_update_re_runs_the_queries_reading_a_column_it_assigned(harness, path):
+    assert set(RERUN) == set(COLUMN_PATHS)
+    channel, other = await harness.write("make_channels", count=2, messages=3)
+    args = {"channel": channel}
+    async with harness.client() as client:
+        subscriptions = {name: client.subscribe(name, args) for name in SHAPE_QUERIES}
+        for subscription in subscriptions.values():
+            await subscription.first()
+        marker = client.subscribe("chat.message_count", {"channel": other})
+        assert await marker.first() == 3
+        runs = {name: await harness.instance_runs(name, args) for name in SHAPE_QUERIES}
+
+        await harness.write(path, channel=channel)
+        # Records are matched in commit order: once a later write's update arrives, the path's
+        # record has been matched and its re-runs made.
+        await harness.write("create", channel=other)
+        await marker.wait_for(lambda value: value == 4, timeout=10)
+
+        for name, subscription in subscriptions.items():
+            await _settled(harness, subscription, name, args)
+        re_run = {name for name in SHAPE_QUERIES if await harness.instance_runs(name, args) > runs[name]}
+        assert re_run == RERUN[path]

@@ -261,5 +261,41 @@ PATHS: dict[str, Any] = {
 M2M_PATHS = ["m2m_add", "m2m_remove", "m2m_clear", "m2m_set", "reverse_m2m_add"]
 
 
+# Updates that assign some columns only (column-aware invalidation) ------------------------
+
+
+def save_update_fields(channel: int) -> None:
+    message = Message.objects.filter(channel_id=channel).order_by("id").first()
+    message.body = f"~ {message.body[:10]}"  # sorts after every other body
+    message.save(update_fields=["body"])
+
+
+def save_unchanged(channel: int) -> None:
+    """A ``save()`` assigning every column, none with a new value."""
+    Message.objects.filter(channel_id=channel).order_by("-id").first().save()
+
+
+def flag_one(channel: int) -> None:
+    Message.objects.filter(pk=Message.objects.filter(channel_id=channel).order_by("id")[:1]).update(
+        edited=True
+    )
+
+
+def shift_created(channel: int) -> None:
+    """The oldest message becomes the newest: a column read in ORDER BY only, via F()."""
+    from django.db.models import F
+
+    first = Message.objects.filter(channel_id=channel).order_by("created", "id").first()
+    Message.objects.filter(pk=first.pk).update(created=F("created") + datetime.timedelta(days=1))
+
+
+def rename_channel(channel: int) -> None:
+    """A column of a joined table (queries reading the channel's name through a join)."""
+    Channel.objects.filter(pk=channel).update(name=f"renamed-{_unique()}")
+
+
+COLUMN_PATHS = ["save_update_fields", "save_unchanged", "flag_one", "shift_created", "rename_channel"]
+
+
 def run(path: str, **kwargs: Any) -> Any:
     return globals()[path](**kwargs)

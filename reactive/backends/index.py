@@ -8,13 +8,17 @@ entries when it re-runs or goes away, so nothing grows without bound.
 
 Values are kept as their typed text (``records.value_text``), the form row images have when they
 are read back from the change log, so a match is a string compare (as in Redis).
+
+Per instance, the index also keeps the columns each table's result depends on (``ReadSet.columns``;
+a table missing there depends on every column). An update row that names the columns it assigned
+affects a matched instance only if one of them is among those.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 
-from ..records import ANY_TABLE, ChangeRecord, ReadSet, RowImage, value_text
+from ..records import ANY_TABLE, ChangeRecord, ReadSet, RowImage, depends_on, value_text
 from .base import ReadSetIndex
 
 Scheme = tuple[str, ...]  # sorted column names; () = every row of the table
@@ -52,6 +56,7 @@ class InMemoryIndex(ReadSetIndex):
     def __init__(self) -> None:
         self._buckets: dict[str, dict[Scheme, dict[tuple, set[str]]]] = {}
         self._by_instance: dict[str, list[Entry]] = {}
+        self._columns: dict[str, dict[str, frozenset[str]]] = {}  # instance -> table -> columns
         self._watched: dict[str, frozenset[str]] = {}
 
     def watched_columns(self, table: str) -> frozenset[str] | None:
@@ -64,6 +69,8 @@ class InMemoryIndex(ReadSetIndex):
             for table, scheme, values in entries_of(read_set)
         ]
         self._by_instance[instance_id] = entries
+        if read_set.columns:
+            self._columns[instance_id] = dict(read_set.columns)
         for table, scheme, values in entries:
             self._buckets.setdefault(table, {}).setdefault(scheme, {}).setdefault(values, set()).add(
                 instance_id
@@ -72,6 +79,7 @@ class InMemoryIndex(ReadSetIndex):
 
     def remove(self, instance_id: str) -> None:
         entries = self._by_instance.pop(instance_id, None)
+        self._columns.pop(instance_id, None)
         if not entries:
             return
         for table, scheme, values in entries:
@@ -114,15 +122,24 @@ class InMemoryIndex(ReadSetIndex):
             schemes = self._buckets.get(row.table)
             if not schemes:
                 continue
+            found: set[str] = set()
             for image in (row.old, row.new):
                 if image is None:
                     continue
                 for scheme, bucket in schemes.items():
                     values = keys_for_image(scheme, image)
                     if values is not None:
-                        affected |= bucket.get(values, set())
+                        found |= bucket.get(values, set())
                     else:
                         for bucket_values, instance_ids in bucket.items():
                             if partially_matches(scheme, bucket_values, image):
-                                affected |= instance_ids
+                                found |= instance_ids
+            changed = row.changed_columns
+            if changed is not None:
+                found = {
+                    instance_id
+                    for instance_id in found - affected
+                    if depends_on(self._columns.get(instance_id, {}).get(row.table), changed)
+                }
+            affected |= found
         return affected

@@ -107,6 +107,8 @@ class PendingCommit:
 # Open transactions' writes, per connection (connections are per thread; weak, so a connection
 # that is thrown away takes its buffer with it).
 _pending: weakref.WeakKeyDictionary[object, PendingCommit] = weakref.WeakKeyDictionary()
+# Connections in a transaction the write patches opened around a write made in autocommit mode.
+_own: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 def record(
@@ -132,7 +134,7 @@ def record(
     opaque = {table for table in opaque_tables if table not in ignored}
     if not rows and not opaque and not revoked:
         return
-    if connection.in_atomic_block or not connection.get_autocommit():
+    if connection.in_atomic_block or not connection.get_autocommit() or connection in _own:
         pending = _pending.get(connection)
         if pending is None:
             pending = _pending[connection] = PendingCommit()
@@ -151,6 +153,17 @@ def record(
             raise
         finally:
             connection.set_autocommit(True)
+
+
+def begin_own_transaction(connection) -> None:
+    """The write patches opened a transaction around a write made in autocommit mode (Django
+    still sees autocommit): buffer its writes until they end it with ``committed`` or
+    ``rolled_back``."""
+    _own.add(connection)
+
+
+def in_own_transaction(connection) -> bool:
+    return connection in _own
 
 
 def savepoint_rolled_back(connection, sid: str) -> None:
@@ -180,6 +193,7 @@ def before_commit(connection) -> int | None:
 def committed(connection, version: int | None) -> None:
     """The connection's transaction committed, with the change record at ``version`` if any."""
     _pending.pop(connection, None)
+    _own.discard(connection)
     if version is None:
         return
     if hooks.after_commit is not None:
@@ -194,6 +208,7 @@ def committed(connection, version: int | None) -> None:
 def rolled_back(connection) -> None:
     """The connection's transaction rolled back (or the connection closed): forget its writes."""
     _pending.pop(connection, None)
+    _own.discard(connection)
 
 
 class CommitVersions:

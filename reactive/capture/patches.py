@@ -23,20 +23,22 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from functools import wraps
 from typing import Any
 
-from django.db import transaction
+from django.core.exceptions import EmptyResultSet
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
+from django.db.models import JSONField
 from django.db.models.constants import OnConflict
 from django.db.models.sql import compiler as sql_compiler
+from django.db.models.sql.constants import MULTI, NO_RESULTS, ROW_COUNT
 from django.db.models.sql.query import Query
 
 from ..records import ANY_TABLE, RowChange
 from . import commits, tracking
-from .readsets import canonical_value, read_set_of_raw_sql
+from .readsets import canonical_value, read_set_of_raw_sql, usable_value, value_field
 
 _local = threading.local()
 # (owner, attribute, Django's original) of every patch applied, for uninstall().
@@ -132,7 +134,61 @@ def _own_transaction(connection, tables: Iterable[str]) -> AbstractContextManage
         return nullcontext()
     if not connection.get_autocommit():
         return nullcontext()  # a transaction managed by hand: its commit() appends the record
-    return transaction.atomic(using=connection.alias, savepoint=False)
+    if commits.in_own_transaction(connection):
+        return nullcontext()  # a write inside the one being wrapped (an update's related updates)
+    return _AutocommitTransaction(connection)
+
+
+class _AutocommitTransaction:
+    """BEGIN, the write, the change record, COMMIT, straight on the DB-API connection.
+
+    ``transaction.atomic()`` would do the same at twice the cost of the write itself (it turns
+    autocommit off and on again, and keeps savepoint and on-commit bookkeeping that one
+    statement does not need). Django stays in autocommit mode throughout: the write runs as it
+    would without ``reactive``, only inside a transaction that ``commits`` knows is open.
+    """
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> None:
+        connection = self.connection
+        mode = getattr(connection, "transaction_mode", None)  # SQLite: IMMEDIATE takes the lock now
+        with connection.wrap_database_errors:
+            connection.connection.execute(f"BEGIN {mode}" if mode else "BEGIN")
+        commits.begin_own_transaction(connection)
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        connection = self.connection
+        if exc_type is None:
+            try:
+                with _in_compiler, connection.wrap_database_errors:
+                    version = commits.before_commit(connection)
+                    connection.connection.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            commits.committed(connection, version)
+        else:
+            self._rollback()
+
+    def _rollback(self) -> None:
+        """Undo the write; the error that got here is the one worth raising, not the ROLLBACK's
+        on a connection that broke meanwhile."""
+        commits.rolled_back(self.connection)
+        raw = self.connection.connection
+        if raw is not None and _in_transaction(self.connection):
+            with suppress(Exception), self.connection.wrap_database_errors:
+                raw.execute("ROLLBACK")
+
+
+def _in_transaction(connection) -> bool:
+    raw = connection.connection
+    if connection.vendor == "postgresql":
+        return raw.info.transaction_status != 0  # psycopg's IDLE: no transaction open
+    return getattr(raw, "in_transaction", True)
 
 
 def _wrap_insert(original):
@@ -188,50 +244,145 @@ def _wrap_update(original):
         table = self.query.get_meta().db_table
         with _own_transaction(self.connection, (table,)):
             fields = _image_fields(self.query.get_meta(), "update")
-            old = _read_images(self, fields) if fields is not None else None
+            if fields is None:
+                with _in_compiler:
+                    result = original(self, result_type)
+                commits.record(self.connection, [], {table})
+                return result
+            assigned = {field.column for field, _model, _value in self.query.values}
+            if not self.query.related_updates and not assigned.intersection(f.column for f in fields):
+                # The columns read are not written: their values after the UPDATE are the old ones.
+                returned = _execute_returning(self, fields, result_type)
+                if returned is not None:
+                    result, old = returned
+                    assignments = _constant_assignments(self) or {}
+                    columns = frozenset(assigned)
+                    rows = [RowChange(table, image, {**image, **assignments}, columns) for image in old]
+                    commits.record(self.connection, rows)
+                    return 0 if result is None else result  # as Django's: 0 for an empty WHERE
+            old = _read_images(self, fields)
             with _in_compiler:
                 result = original(self, result_type)
-            if old is None:
-                commits.record(self.connection, [], {table})
-            else:
-                commits.record(self.connection, _updated_rows(self, table, fields, old))
+            commits.record(self.connection, _updated_rows(self, table, fields, old))
         return result
 
     return execute_sql
 
 
-def _updated_rows(compiler, table: str, fields, old: list[dict]) -> list[RowChange]:
+def _constant_assignments(compiler) -> dict | None:
+    """The canonical values an UPDATE sets, by column; None if one is an expression."""
     assignments = {}
     for field, _model, value in compiler.query.values:
         if hasattr(value, "resolve_expression"):
-            # An expression (F() + 1, Case/When of bulk_update): read the new values back.
-            pk = compiler.query.get_meta().pk
-            new = _read_images_by_pk(compiler, fields, [image[pk.column] for image in old])
-            new_by_pk = {image[pk.column]: image for image in new}
-            return [RowChange(table, image, new_by_pk.get(image[pk.column])) for image in old]
+            return None
         if hasattr(value, "prepare_database_save"):
             value = value.prepare_database_save(field)
         assignments[field.column] = canonical_value(field, value)
-    return [RowChange(table, image, {**image, **assignments}) for image in old]
+    return assignments
+
+
+def _updated_rows(compiler, table: str, fields, old: list[dict]) -> list[RowChange]:
+    assignments = _constant_assignments(compiler)
+    assigned = frozenset(field.column for field, _model, _value in compiler.query.values)
+    comparable = frozenset(field.column for field in fields if _comparable(field))
+    if assignments is None:
+        # An expression (F() + 1, Case/When of bulk_update): read the new values back.
+        pk = compiler.query.get_meta().pk
+        new = _read_images_by_pk(compiler, fields, [image[pk.column] for image in old])
+        new_by_pk = {image[pk.column]: image for image in new}
+        images = [(image, new_by_pk.get(image[pk.column])) for image in old]
+    else:
+        images = [(image, {**image, **assignments}) for image in old]
+    return [
+        RowChange(table, before, after, _changed_columns(assigned, comparable, before, after))
+        for before, after in images
+    ]
+
+
+def _comparable(field) -> bool:
+    """Whether two equal canonical values of the field's column are one database value (JSON
+    text keeps its key order in some databases, so its values are never compared)."""
+    return not isinstance(value_field(field), JSONField)
+
+
+def _changed_columns(assigned: frozenset[str], comparable: frozenset[str], old, new) -> frozenset[str]:
+    """The assigned columns minus those whose old and new values are both known (the images
+    hold the watched columns) and equal: ``save()`` assigns every column, most keep their value."""
+    if old is None or new is None:
+        return assigned
+    return frozenset(
+        column
+        for column in assigned
+        if not (
+            column in comparable
+            and column in old
+            and column in new
+            and old[column] == new[column]
+            and usable_value(old[column])
+        )
+    )
 
 
 def _wrap_delete(original):
     @wraps(original)
-    def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
+    def execute_sql(self, result_type=MULTI, *args: Any, **kwargs: Any) -> Any:
         tracking.forbid_write()
         table = self.query.get_meta().db_table
         with _own_transaction(self.connection, (table,)):
             fields = _image_fields(self.query.get_meta(), "delete")
-            old = _read_images(self, fields) if fields is not None else None
-            with _in_compiler:
-                result = original(self, *args, **kwargs)
-            if old is None:
+            if fields is None:
+                with _in_compiler:
+                    result = original(self, result_type, *args, **kwargs)
                 commits.record(self.connection, [], {table})
+                return result
+            returned = None if args or kwargs else _execute_returning(self, fields, result_type)
+            if returned is not None:
+                result, old = returned
             else:
-                commits.record(self.connection, [RowChange(table, image, None) for image in old])
+                old = _read_images(self, fields)
+                with _in_compiler:
+                    result = original(self, result_type, *args, **kwargs)
+            commits.record(self.connection, [RowChange(table, image, None) for image in old])
         return result
 
     return execute_sql
+
+
+def _execute_returning(compiler, fields, result_type) -> tuple[int | None, list[dict]] | None:
+    """Run an UPDATE or DELETE with ``RETURNING`` the columns of ``fields``: what Django's
+    ``execute_sql(result_type)`` returns, and the rows' images, in one statement (Postgres,
+    SQLite >= 3.35). None where it cannot, and nothing ran: the caller reads the images first.
+
+    A DELETE returns the rows as they were; an UPDATE returns them as they are after it, which is
+    as they were for the columns it does not set (the caller checks).
+    """
+    connection = compiler.connection
+    if (
+        result_type not in (ROW_COUNT, NO_RESULTS)
+        or connection.vendor not in ("postgresql", "sqlite")
+        or not connection.features.can_return_columns_from_insert
+        or getattr(compiler.query.get_meta(), "is_composite_pk", False)
+    ):
+        return None
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        sql = ""
+    if not sql:
+        return None, []  # Django runs nothing either
+    quote = connection.ops.quote_name
+    returning = ", ".join(quote(field.column) for field in fields)
+    with _in_compiler, connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {returning}", params)
+        rows = cursor.fetchall()
+    alias = compiler.query.get_meta().db_table
+    converters = compiler.get_converters([field.get_col(alias) for field in fields])
+    if converters:
+        rows = compiler.apply_converters(rows, converters)
+    images = [
+        {f.column: canonical_value(f, value) for f, value in zip(fields, row, strict=True)} for row in rows
+    ]
+    return (len(images) if result_type == ROW_COUNT else None), images
 
 
 def _image_fields(meta, write: str) -> list | None:

@@ -30,7 +30,8 @@ from uuid import UUID
 import orjson
 from django.apps import apps
 from django.conf import settings
-from django.db.models import JSONField, Q, QuerySet
+from django.db.models import F, JSONField, QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Col, RawSQL
 from django.db.models.fields.related_lookups import RelatedExact, RelatedIn, RelatedIsNull
 from django.db.models.lookups import Exact, In, IntegerFieldExact, IsNull, Lookup
@@ -72,7 +73,7 @@ def canonical_value(field, value) -> Hashable:
     return _normalize(value, field)
 
 
-def _value_field(field):
+def value_field(field):
     """The field that decides a column's value domain: a relation's target, followed to the end."""
     for _ in range(16):  # a chain of FKs to FKs, never a cycle in practice
         try:
@@ -93,9 +94,9 @@ def _normalize(value, field=None) -> Hashable:
     field's places (rounded half-up, as the databases store them) and normalised (1.50 == 1.5,
     -0 == 0); datetimes become aware UTC ISO strings; bools stay bools (True == 1 in Python anyway
     and a column never mixes them); JSON values become orjson text with sorted keys (readers never
-    constrain a JSON column anyway, see ``_usable_value``).
+    constrain a JSON column anyway, see ``usable_value``).
     """
-    domain = _value_field(field)
+    domain = value_field(field)
     if value is None:
         return None
     if isinstance(domain, JSONField):
@@ -163,14 +164,14 @@ def _json_text(value, field) -> str:
         return json.dumps(value, sort_keys=True, cls=encoder, default=str)
 
 
-def _usable_value(value) -> bool:
+def usable_value(value) -> bool:
     """Whether a normalised value compares in Python exactly as in SQL (NaN never does)."""
     if value is None or isinstance(value, (bool, int, str, bytes)):
         return True
     if isinstance(value, float):
         return value == value
     if isinstance(value, tuple):
-        return all(_usable_value(item) for item in value)
+        return all(usable_value(item) for item in value)
     return False
 
 
@@ -221,9 +222,9 @@ def _equality(lookup: Lookup, query, connection):
     # bind an inner alias of the same name), and be compared in the column's own value domain.
     if getattr(getattr(field, "model", None), "_meta", None) is None:
         return _ANYTHING
-    if field.model._meta.db_table != table or _value_field(lhs.output_field) is not _value_field(field):
+    if field.model._meta.db_table != table or value_field(lhs.output_field) is not value_field(field):
         return _ANYTHING
-    if isinstance(_value_field(field), JSONField):
+    if isinstance(value_field(field), JSONField):
         return _ANYTHING  # JSON equality is backend-specific (key order, 1 vs 1.0, JSON null)
     if isinstance(lookup, IsNull):
         if lookup.rhs is not True or _empty_string_is_null(connection):
@@ -246,7 +247,7 @@ def _equality(lookup: Lookup, query, connection):
         except Exception:
             return _ANYTHING
         # `raw` (not `value`) tells a string column: Decimals, UUIDs, datetimes normalise to str.
-        if not _usable_value(value) or _collation_may_fold(raw, field, connection):
+        if not usable_value(value) or _collation_may_fold(raw, field, connection):
             return _ANYTHING
         values.append(value)
     return ("eq", lhs.alias, field.column, tuple(values))
@@ -262,7 +263,7 @@ def _collation_may_fold(value, field, connection) -> bool:
     """Whether the database may find a string equal to a different string ('a' = 'A')."""
     if not isinstance(value, str):
         return False
-    domain = _value_field(field)
+    domain = value_field(field)
     if getattr(field, "db_collation", None) or getattr(domain, "db_collation", None):
         return True  # a declared collation may be case- or accent-insensitive
     if connection.vendor not in ("sqlite", "postgresql"):
@@ -375,7 +376,7 @@ def _propagate_across_inner_joins(alias_map, bounds: dict[str, frozenset[Conjunc
             if not join.join_fields or alias not in bounds:
                 continue
             pairs = [(lhs.column, rhs.column) for lhs, rhs in join.join_fields]
-            if not all(_value_field(lhs) is _value_field(rhs) for lhs, rhs in join.join_fields):
+            if not all(value_field(lhs) is value_field(rhs) for lhs, rhs in join.join_fields):
                 continue
             for source, target, columns in (
                 (join.parent_alias, alias, pairs),
@@ -400,35 +401,195 @@ def _carry(dnf: frozenset[Conjunction], columns: list[tuple[str, str]]) -> froze
 
 
 # --------------------------------------------------------------------------------------------
+# Columns: which columns of each table a query's result depends on
+# --------------------------------------------------------------------------------------------
+#
+# A result depends on a row's column if the column is selected (directly, in an annotation, in an
+# aggregate's argument), filtered on (WHERE, HAVING), joined on, grouped by or ordered by. An
+# UPDATE assigning none of them changes no value the query sees and moves no row in or out of it,
+# in whatever rows it matches. COUNT(*) names no column. Every column reference the analysis
+# can't place (raw SQL, extra(), an unresolved name, a relation ordered by its own ordering, a
+# set operation) makes the query depend on every column of its tables.
+
+
+def dependency_columns(query, select: list | None, build: _Build | None = None) -> dict[str, set[str]] | None:
+    """Per table of ``query`` (not of its subqueries), the columns its result depends on; None:
+    every column of every table. ``select``: the compiler's resolved select expressions."""
+    if query.combinator or query.extra or query.extra_tables or query.extra_order_by:
+        return None
+    build = build if build is not None else _Build(None, select, query)
+    used: dict[str, set[str]] = {}
+    parts: list = [query.where, list(query.annotations.values())]
+    if select is not None:
+        parts.append(list(select))
+    else:
+        if query.default_cols or query.select_related:
+            return None  # the model's columns, or a related model's: all of them
+        parts.append(list(query.select))
+    if isinstance(query.group_by, tuple):
+        parts.append(list(query.group_by))
+    for alias, join in query.alias_map.items():
+        if not isinstance(join, Join):
+            continue
+        if join.filtered_relation is not None:
+            return None  # its condition names fields, resolved only while compiling
+        parent = query.alias_map.get(join.parent_alias)
+        for lhs, rhs in join.join_fields:
+            if parent is not None:
+                used.setdefault(parent.table_name, set()).add(lhs.column)
+            used.setdefault(join.table_name, set()).add(rhs.column)
+        restriction = join.join_field.get_extra_restriction(alias, join.parent_alias)
+        if restriction is not None:  # a GenericRelation's content type
+            parts.append(restriction)
+    ordering = query.order_by
+    if not ordering and query.default_ordering and query.model is not None:
+        ordering = query.get_meta().ordering
+    for item in (*ordering, *query.distinct_fields):
+        if isinstance(item, str):
+            if not _add_named_column(query, item, used):
+                return None
+        else:
+            parts.append(item)
+    if not _walk_columns(parts, query, used, build):
+        return None
+    return used
+
+
+def _add_named_column(query, name: str, used: dict[str, set[str]]) -> bool:
+    """The column an ordering or DISTINCT ON name stands for; False if it can't be told."""
+    name = name.lstrip("-+")
+    if name == "?" or name in query.annotations:
+        return True  # random, or an annotation (walked with the annotations)
+    if query.model is None or LOOKUP_SEP in name:
+        return False
+    meta = query.get_meta()
+    if name == "pk":
+        field = meta.pk
+    else:
+        try:
+            field = meta.get_field(name)
+        except Exception:
+            return False
+    if getattr(field, "column", None) is None:
+        return False  # a reverse relation or a many-to-many
+    if field.is_relation and name != field.attname:
+        return False  # ordered by the related model's ordering
+    # Ordering names the base table's column (an inherited one lives in its parent's table).
+    used.setdefault(field.model._meta.db_table, set()).add(field.column)
+    if field.model._meta.db_table != meta.db_table:
+        used.setdefault(meta.db_table, set()).add(field.column)
+    return True
+
+
+def _walk_columns(parts: Iterable, query, used: dict[str, set[str]], build: _Build) -> bool:
+    """Add every column ``parts`` refer to; False on a reference that can't be placed."""
+    stack = list(parts)
+    while stack:
+        node = stack.pop()
+        if node is None or isinstance(node, (str, bytes, int, float, Decimal, bool)):
+            continue
+        if isinstance(node, Col):
+            target = node.target
+            owner = getattr(getattr(target, "model", None), "_meta", None)
+            column = getattr(target, "column", None)
+            if column is None:
+                return False
+            join = query.alias_map.get(node.alias)
+            if join is not None:
+                table = join.table_name
+                if not isinstance(table, str):
+                    return False
+                used.setdefault(table, set()).add(column)
+            elif owner is not None:  # an outer query's column, from a subquery
+                build.outer_columns.setdefault(owner.db_table, set()).add(column)
+            else:
+                return False
+        elif isinstance(node, (Query, QuerySet)):
+            continue  # a subquery: its own tables' columns are its own read
+        elif isinstance(node, (RawSQL, ExtraWhere, F)):
+            return False  # raw SQL, or a name never resolved (an outer reference)
+        else:
+            stack.extend(_parts_of(node))
+    return True
+
+
+def _parts_of(node) -> Iterable:
+    """The nodes below a node of a query's tree: a WHERE node's or a ``Q``'s children, a lookup's
+    two sides, an expression's sources, a container's items; nothing below a value."""
+    if isinstance(node, Node):
+        return node.children
+    if isinstance(node, (list, tuple, set, frozenset)):
+        return node
+    if isinstance(node, dict):
+        return node.values()
+    if isinstance(node, Lookup):
+        return (node.lhs, node.rhs)
+    if hasattr(node, "get_source_expressions"):
+        return node.get_source_expressions()
+    return ()
+
+
+# --------------------------------------------------------------------------------------------
 # Tables: the query's own, then every nested query and raw SQL fragment
 # --------------------------------------------------------------------------------------------
 
 
-def read_set_of(query, connection, sql: str | None = None) -> ReadSet:
+def read_set_of(query, connection, sql: str | None = None, select: list | None = None) -> ReadSet:
     """The read set of a compiled ``django.db.models.sql.Query`` (after ``as_sql()``).
 
     ``sql``, the statement that ran, tells joins Django trimmed (still in ``alias_map``, absent
     from the SQL) from joins it added while compiling (``select_related``, ordering); without
-    it every join counts, which only widens.
+    it every join counts, which only widens. ``select``, the compiler's resolved select
+    expressions (``compiler.select``'s first items), names the columns fetched (the model's
+    default columns, ``only()``/``defer()``, ``select_related``); without it a query selecting
+    its model's default columns depends on every column of its tables.
     """
     read_set = ReadSet()
-    _add_query(read_set, query, connection, set(), sql)
+    build = _Build(sql, select, query)
+    _add_query(read_set, query, connection, set(), build)
+    build.finish(read_set)
     return read_set
 
 
-def _add_query(read_set: ReadSet, query, connection, seen: set[int], sql: str | None) -> None:
+class _Build:
+    """What one ``read_set_of`` call gathers besides the read set: the compiled query's select
+    list, columns of outer queries referenced from a subquery, and whether some column reference
+    could not be placed (then every table read depends on every column)."""
+
+    __slots__ = ("everything", "outer_columns", "select", "sql", "top")
+
+    def __init__(self, sql: str | None, select: list | None, top) -> None:
+        self.sql = sql
+        self.select = select
+        self.top = top
+        self.outer_columns: dict[str, set[str]] = {}
+        self.everything = False
+
+    def finish(self, read_set: ReadSet) -> None:
+        if self.everything:
+            read_set.columns.clear()
+            return
+        for table, columns in self.outer_columns.items():
+            if table in read_set.columns:  # absent: the table depends on every column already
+                read_set.columns[table] = read_set.columns[table].union(columns)
+
+
+def _add_query(read_set: ReadSet, query, connection, seen: set[int], build: _Build) -> None:
     if id(query) in seen:
         return
     seen.add(id(query))
 
     if isinstance(query, AggregateQuery):
         # SELECT <aggregates> FROM (<inner query>): the outer FROM has no table of its own.
-        _add_query(read_set, query.inner_query, connection, seen, sql)
+        _add_query(read_set, query.inner_query, connection, seen, build)
+        # Its aggregates refer to the inner query's columns (selected there too).
+        if not _walk_columns(query.annotations.values(), query.inner_query, {}, build):
+            build.everything = True
     elif not _unsatisfiable(query.where):
-        _add_own_tables(read_set, query, connection, sql)
+        _add_own_tables(read_set, query, connection, build)
 
     for nested in _nested_parts(query):
-        _add_nested(read_set, nested, connection, seen, sql)
+        _add_nested(read_set, nested, connection, seen, build)
 
 
 def _unsatisfiable(node) -> bool:
@@ -451,8 +612,10 @@ def _unsatisfiable(node) -> bool:
     return False
 
 
-def _add_own_tables(read_set: ReadSet, query, connection, sql: str | None) -> None:
-    """The base table and every joined alias, bounded by the WHERE clause's equalities."""
+def _add_own_tables(read_set: ReadSet, query, connection, build: _Build) -> None:
+    """The base table and every joined alias, bounded by the WHERE clause's equalities, each
+    through the columns the query uses of it."""
+    sql = build.sql
     if not query.alias_map:
         if query.model is not None:  # never compiled: its base table at least
             read_set.add_table(query.get_meta().db_table)
@@ -461,6 +624,7 @@ def _add_own_tables(read_set: ReadSet, query, connection, sql: str | None) -> No
     # window results, not rows, so they are dropped (widened).
     where, _having, _qualify = query.where.split_having_qualify(must_group_by=query.group_by is not None)
     tree = _condition_tree(where, query, connection) if where is not None else _ANYTHING
+    used = dependency_columns(query, build.select if query is build.top else None, build)
     # Every alias that is in the SQL, whatever its refcount: joins added while compiling
     # (select_related, ordering) have a refcount of 0 again after as_sql().
     for alias, dnf in _bound_aliases(query, tree).items():
@@ -469,8 +633,9 @@ def _add_own_tables(read_set: ReadSet, query, connection, sql: str | None) -> No
         table = query.alias_map[alias].table_name
         if not isinstance(table, str):
             table = ANY_TABLE
+        columns = None if used is None or table == ANY_TABLE else used.get(table, ())
         for conjunction in dnf:
-            read_set.add(table, conjunction)
+            read_set.add(table, conjunction, columns)
 
 
 def _trimmed(query, alias: str, connection, sql: str) -> bool:
@@ -517,7 +682,7 @@ class _ExtraTable:
         self.table = table
 
 
-def _add_nested(read_set: ReadSet, node, connection, seen: set[int], sql: str | None) -> None:
+def _add_nested(read_set: ReadSet, node, connection, seen: set[int], build: _Build) -> None:
     """Add the tables of every subquery and raw SQL fragment found under ``node``."""
     stack = [node]
     while stack:
@@ -525,9 +690,9 @@ def _add_nested(read_set: ReadSet, node, connection, seen: set[int], sql: str | 
         if node is None or isinstance(node, (str, bytes, int, float)):
             continue
         if isinstance(node, Query):
-            _add_query(read_set, node, connection, seen, sql)
+            _add_query(read_set, node, connection, seen, build)
         elif isinstance(node, QuerySet):
-            _add_query(read_set, node.query, connection, seen, sql)
+            _add_query(read_set, node.query, connection, seen, build)
         elif isinstance(node, _ExtraTable):
             read_set.add_table(node.table)
         elif isinstance(node, _RawFragment):
@@ -537,18 +702,11 @@ def _add_nested(read_set: ReadSet, node, connection, seen: set[int], sql: str | 
                 read_set.merge(read_set_of_raw_sql(sql, known_tables()))
         elif isinstance(node, RawSQL):
             read_set.merge(read_set_of_raw_sql(node.sql, known_tables()))
-        elif isinstance(node, (WhereNode, Q, Node)):
-            stack.extend(node.children)
-        elif isinstance(node, (list, tuple, set, frozenset)):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, Lookup):
-            stack.extend((node.lhs, node.rhs))
-        elif hasattr(node, "get_source_expressions"):
-            stack.extend(node.get_source_expressions())
-            # A pre-5.x style SubqueryConstraint, or a custom expression holding a query.
-            stack.extend(getattr(node, name, None) for name in ("query", "query_object", "queryset"))
+        else:
+            stack.extend(_parts_of(node))
+            if not isinstance(node, (Node, Lookup)) and hasattr(node, "get_source_expressions"):
+                # A pre-5.x style SubqueryConstraint, or a custom expression holding a query.
+                stack.extend(getattr(node, name, None) for name in ("query", "query_object", "queryset"))
 
 
 @functools.cache

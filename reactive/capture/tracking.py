@@ -66,7 +66,16 @@ def record_compiled_read(compiler, sql: object = None) -> None:
     tracker = current()
     if tracker is not None:
         sql = sql if isinstance(sql, str) or sql is None else str(sql)
-        tracker.read_set.merge(_as_configured(read_set_of(compiler.query, compiler.connection, sql)))
+        read_set = read_set_of(compiler.query, compiler.connection, sql, _selected(compiler))
+        tracker.read_set.merge(_as_configured(read_set))
+
+
+def _selected(compiler) -> list | None:
+    """The compiler's resolved select expressions, once it has set them up (else None)."""
+    select = getattr(compiler, "select", None)
+    if select is None:
+        return None
+    return [item[0] for item in select]
 
 
 def record_raw_sql_read(sql: str) -> None:

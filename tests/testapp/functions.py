@@ -234,3 +234,43 @@ def unencodable_mutation(ctx: Any) -> Any:
 @action
 def unencodable_action(ctx: Any) -> Any:
     return [Weird()]
+
+
+# Query shapes reading some columns of the messages only (the oracle's column-aware cases) -------
+
+
+@query(args={"channel": serializers.IntegerField()})
+def ids_by_body(ctx: Any, channel: int) -> list[int]:
+    """``body`` is read in ORDER BY only."""
+    from project.chat.models import Message
+
+    return list(
+        Message.objects.filter(channel_id=channel).order_by("body", "id").values_list("id", flat=True)
+    )
+
+
+@query(args={"channel": serializers.IntegerField()})
+def body_lengths(ctx: Any, channel: int) -> list[list[int]]:
+    """``body`` is read in an annotation only."""
+    from django.db.models.functions import Length
+
+    from project.chat.models import Message
+
+    rows = Message.objects.filter(channel_id=channel).annotate(n=Length("body")).order_by("id")
+    return [list(row) for row in rows.values_list("id", "n")]
+
+
+@query(args={"channel": serializers.IntegerField()})
+def newest_with_channel_name(ctx: Any, channel: int) -> list[list[Any]]:
+    """The two newest messages' ids with their channel's name, read through a join."""
+    from project.chat.models import Message
+
+    rows = Message.objects.filter(channel_id=channel).order_by("-created", "-id")[:2]
+    return [list(row) for row in rows.values_list("id", "channel__name")]
+
+
+@query(args={"channel": serializers.IntegerField()})
+def edited_count(ctx: Any, channel: int) -> int:
+    from project.chat.models import Message
+
+    return Message.objects.filter(channel_id=channel, edited=True).count()

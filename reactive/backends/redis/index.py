@@ -8,9 +8,9 @@ import time
 import orjson
 import redis
 
-from ...records import ChangeRecord, ReadSet
+from ...records import ChangeRecord, ReadSet, RowChange
 from ..base import ReadSetIndex
-from .keys import PREFIX, WATCHED_CACHE_SECONDS, index_entries, script
+from .keys import PREFIX, WATCHED_CACHE_SECONDS, register_args, script
 
 
 class RedisIndex(ReadSetIndex):
@@ -39,7 +39,7 @@ class RedisIndex(ReadSetIndex):
         return columns
 
     def set(self, instance_id: str, read_set: ReadSet) -> None:
-        self._register(args=[PREFIX, instance_id, orjson.dumps(index_entries(read_set))])
+        self._register(args=register_args(instance_id, read_set))
 
     def remove(self, instance_id: str) -> None:
         self._register(args=[PREFIX, instance_id, ""])
@@ -55,7 +55,7 @@ class RedisIndex(ReadSetIndex):
         for record in records:
             payload = orjson.dumps(
                 {
-                    "rows": [[r.table, r.old, r.new] for r in record.rows],
+                    "rows": [_row_entry(row) for row in record.rows],
                     "opaque": sorted(record.opaque_tables),
                 }
             )
@@ -67,8 +67,16 @@ class RedisIndex(ReadSetIndex):
             return
         pipe = self.client.pipeline(transaction=False)
         for instance_id, read_set in read_sets.items():
-            self._register(args=[PREFIX, instance_id, orjson.dumps(index_entries(read_set))], client=pipe)
+            self._register(args=register_args(instance_id, read_set), client=pipe)
         pipe.execute()
 
     def instance_ids(self) -> set[str]:
         return {member.decode() for member in self.client.smembers(PREFIX + "instances")}
+
+
+def _row_entry(row: RowChange) -> list:
+    """``[table, old, new]``, with the columns an update changed when they are known."""
+    changed = row.changed_columns
+    if changed is None:
+        return [row.table, row.old, row.new]
+    return [row.table, row.old, row.new, sorted(changed)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 
 from ...records import ReadSet, value_text
@@ -40,6 +41,13 @@ def index_entries(read_set: ReadSet) -> list[list[str]]:
         [table, ",".join(scheme), "\x1f".join(value_text(value) for value in values)]
         for table, scheme, values in entries_of(read_set)
     ]
+
+
+def register_args(instance_id: str, read_set: ReadSet) -> list:
+    """``lua/register.lua``'s arguments: the entries, and the tables whose dependency columns
+    are known, each with them joined by "," (a table left out depends on every column)."""
+    columns = {table: ",".join(sorted(names)) for table, names in read_set.columns.items()}
+    return [PREFIX, instance_id, orjson.dumps(index_entries(read_set)), orjson.dumps(columns)]
 
 
 def script(client: redis.Redis, name: str) -> Any:

@@ -1,12 +1,15 @@
 -- Replace the read set of one query instance in the index (after django-cacheops' layout).
 -- ARGV[1]: key prefix, ARGV[2]: instance id, ARGV[3]: JSON list of [table, scheme, values]
 -- entries (scheme: sorted column names joined by ","; values: the row's values, each as key
--- text, joined by "\31"), or "" to remove the instance.
+-- text, joined by "\31"), or "" to remove the instance. ARGV[4]: JSON {table: columns joined
+-- by ","}, the columns the instance's result depends on, for the tables where they are known.
 --   <p>schemes:<table>            the schemes some instance constrains on the table
 --   <p>scheme:<table>:<scheme>    the instances using that scheme (matched when a row's image
 --                                 lacks one of its columns)
 --   <p>conj:<table>:<scheme>:<values>   the instances bound by those values
 --   <p>rev:<id>                   reverse index: what the instance added, for exact removal
+--   <p>cols:<id>                  hash: table -> the columns the instance depends on ("" for
+--                                 none); a table missing depends on every column
 --   <p>instances                  every instance in the index
 local p, id = ARGV[1], ARGV[2]
 local rev = p .. 'rev:' .. id
@@ -22,6 +25,7 @@ for _, entry in ipairs(redis.call('SMEMBERS', rev)) do
   end
 end
 redis.call('DEL', rev)
+redis.call('DEL', p .. 'cols:' .. id)
 redis.call('SREM', p .. 'instances', id)
 
 if ARGV[3] == '' then
@@ -34,6 +38,11 @@ for _, entry in ipairs(entries) do
   redis.call('SADD', p .. 'scheme:' .. table_name .. ':' .. scheme, id)
   redis.call('SADD', p .. 'schemes:' .. table_name, scheme)
   redis.call('SADD', rev, table_name .. '\30' .. scheme .. '\30' .. values)
+end
+if ARGV[4] ~= nil and ARGV[4] ~= '' then
+  for table_name, columns in pairs(cjson.decode(ARGV[4])) do
+    redis.call('HSET', p .. 'cols:' .. id, table_name, columns)
+  end
 end
 redis.call('SADD', p .. 'instances', id)
 return #entries

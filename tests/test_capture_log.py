@@ -1,0 +1,128 @@
+"""What the write capture appends to the change log, write by write, on the test database.
+
+Writes made in autocommit mode run in a transaction the capture opens on the database connection
+itself (not ``atomic()``): the write and its record commit together, a failed write leaves
+neither and no transaction open. Watched updates and deletes take the old values of the watched
+columns from the write itself (``RETURNING``) where they can. A transaction that writes only
+ignored tables appends nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import IntegrityError, connections, transaction
+from django.db.models import F
+from django.test.utils import CaptureQueriesContext
+
+from project.chat.models import Channel, Message
+from reactive.backends.changelog import DatabaseLog
+from reactive.capture import commits
+from reactive.models import MutationRecord
+from reactive.records import ChangeRecord
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def autocommit_outside_any_transaction() -> bool:
+    connection = connections["default"]  # the wrapper itself, not the proxy
+    return connection.get_autocommit() and not commits.in_own_transaction(connection)
+
+
+def records_since(start: int) -> list[ChangeRecord]:
+    return DatabaseLog().read_after(start, 100)
+
+
+def test_an_autocommit_write_commits_with_one_record_of_its_own() -> None:
+    start = DatabaseLog().head()
+    with commits.commit_versions() as versions:
+        channel = Channel.objects.create(name="autocommit")
+    (record,) = records_since(start)
+    assert record.version == versions.last
+    assert [(row.table, row.old, row.new["id"]) for row in record.rows] == [
+        ("chat_channel", None, f"i{channel.pk}")
+    ]
+    assert autocommit_outside_any_transaction()
+
+
+def test_a_failed_autocommit_write_leaves_no_record_and_no_open_transaction() -> None:
+    Channel.objects.create(name="taken")
+    start = DatabaseLog().head()
+    with pytest.raises(IntegrityError):
+        Channel.objects.create(name="taken")
+    assert records_since(start) == []
+    assert autocommit_outside_any_transaction()
+    # The connection is back in autocommit mode, outside any transaction: the next write commits.
+    Channel.objects.create(name="after the failure")
+    assert [[row.table for row in r.rows] for r in records_since(start)] == [["chat_channel"]]
+    assert Channel.objects.filter(name="after the failure").exists()
+
+
+def test_a_transaction_writing_only_ignored_tables_appends_no_record() -> None:
+    start = DatabaseLog().head()
+    session = SessionStore()
+    session["seen"] = 1
+    session.save()  # a session created, in autocommit mode
+    session["seen"] = 2
+    session.save()  # and updated
+    with transaction.atomic():
+        MutationRecord.objects.create(
+            identity="anonymous", session_id="s", request_id=1, fingerprint="f", payload=b"null"
+        )
+        session["seen"] = 3
+        session.save()
+    MutationRecord.objects.filter(session_id="s").update(payload=b"1")
+    assert records_since(start) == []
+
+
+def test_a_watched_update_records_the_old_values_of_the_watched_columns(watched_channel) -> None:
+    a, b = Channel.objects.create(name="a"), Channel.objects.create(name="b")
+    message = Message.objects.create(channel=a, body="x")
+    start = DatabaseLog().head()
+    with CaptureQueriesContext(connections["default"]) as queries:
+        Message.objects.filter(pk=message.pk).update(body="y")  # the watched column is not set
+    # One statement: the old values come back from the UPDATE itself.
+    assert [query["sql"].split()[0] for query in queries] == ["UPDATE"]
+    Message.objects.filter(pk=message.pk).update(body=F("body"))  # nor here, by an expression
+    Message.objects.filter(pk=message.pk).update(channel=b)  # here it is: read before
+    message.refresh_from_db()
+    message.channel = a
+    message.save()  # an UPDATE of every column
+    images = [(row.old, row.new) for record in records_since(start) for row in record.rows]
+    pk, in_a, in_b = f"i{message.pk}", f"i{a.pk}", f"i{b.pk}"
+    assert [(old["id"], old["channel_id"], new["channel_id"]) for old, new in images] == [
+        (pk, in_a, in_a),
+        (pk, in_a, in_a),
+        (pk, in_a, in_b),
+        (pk, in_b, in_a),
+    ]
+    assert images[0][1]["body"] == "sy"
+
+
+def test_a_watched_delete_records_the_rows_it_deleted(watched_channel) -> None:
+    a, b = Channel.objects.create(name="a"), Channel.objects.create(name="b")
+    kept = Message.objects.create(channel=a, body="kept")
+    gone = [Message.objects.create(channel=channel, body="gone") for channel in (a, b)]
+    start = DatabaseLog().head()
+    with CaptureQueriesContext(connections["default"]) as queries:
+        assert Message.objects.filter(body="gone").delete() == (2, {"chat.Message": 2})
+    assert not [query for query in queries if query["sql"].startswith("SELECT")]
+    assert Message.objects.filter(body="nothing").delete() == (0, {})
+    (record,) = records_since(start)
+    assert sorted((row.old["id"], row.old["channel_id"], row.new) for row in record.rows) == sorted(
+        (f"i{m.pk}", f"i{m.channel_id}", None) for m in gone
+    )
+    assert list(Message.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def test_a_rolled_back_savepoint_drops_its_writes_from_the_record(watched_channel) -> None:
+    channel = Channel.objects.create(name="a")
+    start = DatabaseLog().head()
+    with transaction.atomic():
+        Message.objects.create(channel=channel, body="kept")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Message.objects.filter(channel=channel).update(body="undone")
+            Message.objects.create(channel=channel, body="undone")
+            raise RuntimeError
+    (record,) = records_since(start)
+    assert [(row.old, row.new["body"]) for row in record.rows] == [(None, "skept")]
