@@ -177,7 +177,7 @@ class _AutocommitTransaction:
         if exc_type is None:
             try:
                 with _in_compiler, connection.wrap_database_errors:
-                    begin_now(connection)  # if no statement took it
+                    _begin_now(connection)  # if no statement took it
                     version = commits.commit_own_transaction(connection)
             except BaseException:
                 self._rollback()
@@ -197,7 +197,7 @@ class _AutocommitTransaction:
                 raw.execute("ROLLBACK")
 
 
-def begin_now(connection) -> None:
+def _begin_now(connection) -> None:
     """Send the deferred BEGIN of ``connection``'s own transaction, if it is still to send."""
     if getattr(_local, "begin_with", None) is connection:
         _local.begin_with = None
@@ -216,7 +216,7 @@ def _execute(original, cursor, sql, args, kwargs) -> Any:
         or not isinstance(sql, str)
         or not isinstance(cursor.cursor, ClientCursor)
     ):
-        begin_now(cursor.db)
+        _begin_now(cursor.db)
         return original(cursor, sql, *args, **kwargs)
     _local.begin_with = None
     result = original(cursor, f"BEGIN; {sql}", *args, **kwargs)
@@ -488,7 +488,7 @@ def _wrap_callproc(original):
         # A stored procedure may read or write anything.
         tracking.forbid_write()
         with _own_transaction(self.db, (ANY_TABLE,)):
-            begin_now(self.db)
+            _begin_now(self.db)
             result = original(self, *args, **kwargs)
             commits.record(self.db, [], {ANY_TABLE})
         return result
