@@ -175,19 +175,30 @@ def savepoint_rolled_back(connection, sid: str) -> None:
 def before_commit(connection) -> int | None:
     """Append the transaction's change record to the log, inside the transaction; its version
     (None: the transaction wrote nothing watchable)."""
+    changes = _pending_changes(connection)
+    return None if changes is None else logtable.append(connection, changes)
+
+
+def commit_own_transaction(connection) -> int | None:
+    """COMMIT the transaction the write patches opened (``begin_own_transaction``), with its
+    change record appended first: one round trip on Postgres. The record's version, or None."""
+    return logtable.append_and_commit(connection, _pending_changes(connection))
+
+
+def _pending_changes(connection) -> str | None:
+    """The open transaction's change record, encoded; None if it wrote nothing watchable."""
     pending = _pending.get(connection)
     if pending is None or not pending.parts or _sink is None:
         return None
     parts = pending.parts
     rows = [row for part in parts for row in part.rows]
     opaque = {table for part in parts for table in part.opaque_tables}
-    changes = encode_change(
+    return encode_change(
         rows,
         opaque,
         frozenset().union(*(part.revoked for part in parts)),
         origin.current(rows, opaque),
     )
-    return logtable.append(connection, changes)
 
 
 def committed(connection, version: int | None) -> None:

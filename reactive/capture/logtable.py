@@ -44,6 +44,24 @@ def append(connection, changes: str) -> int | None:
     return raw.execute(_SQLITE_APPEND, (changes,)).lastrowid
 
 
+def append_and_commit(connection, changes: str | None) -> int | None:
+    """Add a record (unless ``changes`` is None) and COMMIT the open transaction; the record's
+    version. On Postgres both go in one statement string, so one round trip: the record's text
+    is sent as a quoted literal, there being no parameters across several statements."""
+    raw = connection.connection
+    if changes is None or not available(connection):
+        raw.execute("COMMIT")
+        return None
+    if connection.vendor == "postgresql":
+        from psycopg import sql
+
+        literal = sql.Literal(changes).as_string(raw)
+        return raw.execute(f"{_PG_APPEND % literal}; COMMIT").fetchone()[0] + 1
+    version = raw.execute(_SQLITE_APPEND, (changes,)).lastrowid
+    raw.execute("COMMIT")
+    return version
+
+
 def head(connection) -> int:
     """The version of the latest record a reader can read now (0: none yet)."""
     with connection.cursor() as cursor:

@@ -142,10 +142,14 @@ def _own_transaction(connection, tables: Iterable[str]) -> AbstractContextManage
 class _AutocommitTransaction:
     """BEGIN, the write, the change record, COMMIT, straight on the DB-API connection.
 
-    ``transaction.atomic()`` would do the same at twice the cost of the write itself (it turns
-    autocommit off and on again, and keeps savepoint and on-commit bookkeeping that one
-    statement does not need). Django stays in autocommit mode throughout: the write runs as it
-    would without ``reactive``, only inside a transaction that ``commits`` knows is open.
+    ``transaction.atomic()`` would turn autocommit off and on again and keep savepoint and
+    on-commit bookkeeping that one statement does not need. Django stays in autocommit mode
+    throughout: the write runs as it would without ``reactive``, only inside a transaction that
+    ``commits`` knows is open.
+
+    Postgres counts round trips: the BEGIN rides with the write's first statement (``"BEGIN; "``
+    before its SQL, where Django binds parameters on the client, its default), and the record
+    with the COMMIT (``logtable.append_and_commit``): two round trips where the write alone is one.
     """
 
     __slots__ = ("connection",)
@@ -155,18 +159,27 @@ class _AutocommitTransaction:
 
     def __enter__(self) -> None:
         connection = self.connection
-        mode = getattr(connection, "transaction_mode", None)  # SQLite: IMMEDIATE takes the lock now
-        with connection.wrap_database_errors:
-            connection.connection.execute(f"BEGIN {mode}" if mode else "BEGIN")
         commits.begin_own_transaction(connection)
+        if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get(
+            "server_side_binding"
+        ):
+            _local.begin_with = connection  # sent with the next statement (_execute)
+            return
+        mode = getattr(connection, "transaction_mode", None)  # SQLite: IMMEDIATE takes the lock now
+        try:
+            with connection.wrap_database_errors:
+                connection.connection.execute(f"BEGIN {mode}" if mode else "BEGIN")
+        except BaseException:
+            commits.rolled_back(connection)
+            raise
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         connection = self.connection
         if exc_type is None:
             try:
                 with _in_compiler, connection.wrap_database_errors:
-                    version = commits.before_commit(connection)
-                    connection.connection.execute("COMMIT")
+                    _begin_now(connection)  # if no statement took it
+                    version = commits.commit_own_transaction(connection)
             except BaseException:
                 self._rollback()
                 raise
@@ -178,10 +191,38 @@ class _AutocommitTransaction:
         """Undo the write; the error that got here is the one worth raising, not the ROLLBACK's
         on a connection that broke meanwhile."""
         commits.rolled_back(self.connection)
+        _local.begin_with = None
         raw = self.connection.connection
         if raw is not None and _in_transaction(self.connection):
             with suppress(Exception), self.connection.wrap_database_errors:
                 raw.execute("ROLLBACK")
+
+
+def _begin_now(connection) -> None:
+    """Send the deferred BEGIN of ``connection``'s own transaction, if it is still to send."""
+    if getattr(_local, "begin_with", None) is connection:
+        _local.begin_with = None
+        with connection.wrap_database_errors:
+            connection.connection.execute("BEGIN")
+
+
+def _execute(original, cursor, sql, args, kwargs) -> Any:
+    """``cursor.execute(sql, ...)``, with the deferred BEGIN of an own transaction in front."""
+    if getattr(_local, "begin_with", None) is not cursor.db:
+        return original(cursor, sql, *args, **kwargs)
+    from psycopg import ClientCursor
+
+    if (
+        original.__name__ != "execute"
+        or not isinstance(sql, str)
+        or not isinstance(cursor.cursor, ClientCursor)
+    ):
+        _begin_now(cursor.db)
+        return original(cursor, sql, *args, **kwargs)
+    _local.begin_with = None
+    result = original(cursor, f"BEGIN; {sql}", *args, **kwargs)
+    cursor.cursor.nextset()  # to the statement's own result: its rows, its rowcount
+    return result
 
 
 def _in_transaction(connection) -> bool:
@@ -459,7 +500,7 @@ def _wrap_cursor(original):
         _local.last_sql = sql  # what a compiler ran, for its read set
         kind = _raw_sql_kind(sql)
         if kind != "write":
-            result = original(self, sql, *args, **kwargs)
+            result = _execute(original, self, sql, args, kwargs)
             if kind == "read":
                 tracking.record_raw_sql_read(str(sql))
             return result
@@ -467,7 +508,7 @@ def _wrap_cursor(original):
         tables = set(read_set_of_raw_sql(str(sql), tracking.known_tables()).tables) or {ANY_TABLE}
         wrap = nullcontext() if _SCHEMA.match(str(sql)) else _own_transaction(self.db, tables)
         with wrap:
-            result = original(self, sql, *args, **kwargs)
+            result = _execute(original, self, sql, args, kwargs)
             commits.record(self.db, [], tables, raw_sql=True)
         return result
 
@@ -480,6 +521,7 @@ def _wrap_callproc(original):
         # A stored procedure may read or write anything.
         tracking.forbid_write()
         with _own_transaction(self.db, (ANY_TABLE,)):
+            _begin_now(self.db)
             result = original(self, *args, **kwargs)
             commits.record(self.db, [], {ANY_TABLE})
         return result
