@@ -121,8 +121,9 @@ def fanout_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 name,
                 f"{cpu:.0f} µs at N={cell['subscribers']:,}",
                 cpu <= 50,
-                "per socket: the ASGI server's send path (a frame through the consumer's outbox task and the "
-                "server's WebSocket protocol); see the profile",
+                "per socket: the ASGI server's own path for a frame (under Daphne: Server.handle_reply, "
+                "autobahn's framing, Twisted's transport.write), once the frame is shared and handed "
+                "straight to the server's send; see the profile",
                 ("fanout",),
                 system,
             )
@@ -167,7 +168,10 @@ def write_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             TRACKING,
             f"worst: {unwatched_max:.2f}x unwatched, {watched_max:.2f}x watched ({worst})",
             unwatched_max <= 1.3 and watched_max <= 1.5,
-            "watched UPDATE and DELETE first SELECT the old values of the watched columns (one more query)",
+            "one change record per transaction: its INSERT, and in autocommit mode a BEGIN/COMMIT of "
+            "its own around the statement; save() sets every column, so a watched save() still "
+            "SELECTs the old values first (other updates and deletes take them by RETURNING); the "
+            "Python that builds row images and the record's JSON",
             ("tracking",),
         )
     )
@@ -224,8 +228,8 @@ def unwatched_target(
         name,
         measured,
         reruns == 0 and added is not None and added <= 50,
-        "the capture of every write: the compiler patches and the change record appended "
-        "after the commit; the servers' per-write CPU is a few ms of HTTP handling each and "
+        "the capture of every write: the compiler patches and the change record inserted "
+        "in the write's transaction; the servers' per-write CPU is a few ms of HTTP handling each and "
         "too noisy to resolve it",
         ("writes", "tracking"),
     )
@@ -274,7 +278,7 @@ def footprint_target(report: dict[str, Any]) -> list[dict[str, Any]]:
                 f"(to {cell['subscribers']:,})",
                 cell["subscribers"] >= 10000 and kb is not None and kb <= 40,
                 "per connection: the ASGI server's protocol objects and buffers, the consumer and its "
-                "two tasks (outbox writer, mutation runner)",
+                "mutation runner's task (a writer task only while its client does not read)",
                 ("fanout",),
                 system,
             )
