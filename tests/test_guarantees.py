@@ -29,8 +29,8 @@ async def test_rerun_with_equal_result_pushes_nothing(harness):
         count = client.subscribe("chat.message_count", {"channel": a})
         await count.first()
         runs = await harness.instance_runs("chat.message_count", {"channel": a})
-        # Marks every message edited: the count re-runs but stays 2.
-        await harness.write("queryset_update", channel=a)
+        # A message goes and another comes in one commit: the count re-runs but stays 2.
+        await harness.write("replace_one", channel=a)
         await harness.wait_for_runs("chat.message_count", {"channel": a}, runs + 1)
         await harness.write("create", channel=a)
         await count.wait_for(lambda value: value == 3)

@@ -294,6 +294,14 @@ def rename_channel(channel: int) -> None:
     Channel.objects.filter(pk=channel).update(name=f"renamed-{_unique()}")
 
 
+def replace_one(channel: int) -> None:
+    """One commit deletes the channel's oldest message and adds another: its count re-runs (rows
+    it counts left and came) and stays what it was."""
+    with transaction.atomic():
+        Message.objects.filter(channel_id=channel).order_by("id").first().delete()
+        Message.objects.create(channel_id=channel, body="replacement")
+
+
 COLUMN_PATHS = ["save_update_fields", "save_unchanged", "flag_one", "shift_created", "rename_channel"]
 
 
