@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,20 @@ def counter_of(value: Any) -> tuple[int, int, int, int] | None:
     if isinstance(value, dict) and "stamp" in value and value.get("value") is not None:
         return value["key"], value["value"], value["stamp"], value["intended"]
     return None
+
+
+def answer_router() -> tuple[dict[int, asyncio.Future[tuple[int, dict]]], Callable[[int, bytes], None]]:
+    """A socket's pending requests (request id -> future) and the frame callback that resolves
+    each with its answer's receipt time and frame."""
+    answers: dict[int, asyncio.Future[tuple[int, dict]]] = {}
+
+    def on_message(t: int, payload: bytes) -> None:
+        frame = orjson.loads(payload)
+        future = answers.pop(frame.get("request_id"), None)
+        if future is not None and not future.done():
+            future.set_result((t, frame))
+
+    return answers, on_message
 
 
 @dataclass
@@ -460,14 +475,7 @@ class LoadGenerator:
     async def _mutations_open(
         self, host: str, port: int, keys: list[int], rate: float, count: int, connections: int
     ) -> dict[str, Any]:
-        answers: dict[int, asyncio.Future[tuple[int, dict]]] = {}
-
-        def on_message(t: int, payload: bytes) -> None:
-            frame = orjson.loads(payload)
-            future = answers.pop(frame.get("request_id"), None)
-            if future is not None and not future.done():
-                future.set_result((t, frame))
-
+        answers, on_message = answer_router()
         sockets = [await open_websocket(host, port, "/reactive/ws/", on_message) for _ in range(connections)]
         period_ns = int(1e9 / rate)
         start = monotonic_ns() + 20_000_000
@@ -543,14 +551,7 @@ class LoadGenerator:
                 connection.close()
 
         async def ws_client(client: int) -> None:
-            answers: dict[int, asyncio.Future[tuple[int, dict]]] = {}
-
-            def on_message(t: int, payload: bytes) -> None:
-                frame = orjson.loads(payload)
-                future = answers.pop(frame.get("request_id"), None)
-                if future is not None and not future.done():
-                    future.set_result((t, frame))
-
+            answers, on_message = answer_router()
             socket = await open_websocket(host, port, "/reactive/ws/", on_message)
             try:
                 request_id = 0
