@@ -176,7 +176,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
 
     def push_transition(self, version: int, frame: str) -> None:
         self.last_version = max(self.last_version, version)
-        if self._lagging or self._outbox_bytes > reactive_settings.MAX_QUEUED_BYTES:
+        if self.lagging:
             # Memory stays bounded for a client that stops reading (on a server with
             # back-pressure): once it has read what is queued, one transition brings every
             # subscription up to date.
