@@ -87,14 +87,15 @@ IMPORT_STRINGS = {"TOKEN_AUTHENTICATOR", "CLOCK"}
 
 
 class ReactiveSettings:
-    def __init__(self) -> None:
-        self._cached: dict[str, Any] = {}
+    """``reactive_settings.NAME``: the project's ``REACTIVE[NAME]`` or its default.
+
+    A value is resolved once and kept as an instance attribute, so reading it again (on every
+    captured write, for some) is a plain attribute read; ``reload()`` forgets them all.
+    """
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"Invalid REACTIVE setting: {name!r}")
-        if name in self._cached:
-            return self._cached[name]
         user = getattr(settings, "REACTIVE", {}) or {}
         value = user.get(name, DEFAULTS[name])
         if name == "REDIS_URL" and value is None:
@@ -105,11 +106,11 @@ class ReactiveSettings:
             value = settings.DEBUG
         if name in IMPORT_STRINGS and isinstance(value, str):
             value = import_string(value)
-        self._cached[name] = value
+        self.__dict__[name] = value
         return value
 
     def reload(self) -> None:
-        self._cached.clear()
+        self.__dict__.clear()
 
 
 reactive_settings = ReactiveSettings()

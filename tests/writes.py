@@ -83,6 +83,13 @@ def queryset_update_expression(channel: int) -> None:
     Message.objects.filter(channel_id=channel).update(body=Concat(F("body"), Value("!")))
 
 
+def update_through_join(channel: int) -> None:
+    """An UPDATE whose WHERE joins another table (the old values are read through the ORM; a
+    WHERE on the table alone is reused as it is)."""
+    name = Channel.objects.get(pk=channel).name
+    Message.objects.filter(channel__name=name).update(body="edited through a join")
+
+
 def move_out(channel: int, to: int) -> None:
     """A row leaves one result and enters another."""
     first = Message.objects.filter(channel_id=channel).order_by("id").first()
@@ -248,6 +255,7 @@ PATHS: dict[str, Any] = {
         "update_or_create",
         "queryset_update",
         "queryset_update_expression",
+        "update_through_join",
         "bulk_create",
         "bulk_update",
         "instance_delete",

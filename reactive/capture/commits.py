@@ -16,7 +16,6 @@ connects the backends in ``AppConfig.ready``): this stage knows nothing of backe
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -25,7 +24,12 @@ from ..records import RowChange, encode_change
 from ..settings import reactive_settings
 from . import identities, logtable, origin
 
-_local = threading.local()
+
+class _Local(threading.local):
+    versions: list[int] | None = None  # inside commit_versions(): the versions committed
+
+
+_local = _Local()
 
 
 class ChangeSink(Protocol):
@@ -88,12 +92,18 @@ class _Part:
 
 
 class PendingCommit:
-    """The writes of one open transaction on one connection, by the savepoints they were made in."""
+    """The open transaction of one connection: its writes, by the savepoints they were made in,
+    and whether the write patches opened it (around a write made in autocommit mode).
 
-    __slots__ = ("parts",)
+    Kept on the connection itself (``connection.reactive_pending``): connections are per
+    thread, and one that is thrown away takes its buffer with it.
+    """
+
+    __slots__ = ("own", "parts")
 
     def __init__(self) -> None:
         self.parts: list[_Part] = []
+        self.own = False
 
     def add(
         self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str]
@@ -103,12 +113,17 @@ class PendingCommit:
     def drop_savepoint(self, sid: str) -> None:
         self.parts = [part for part in self.parts if sid not in part.savepoints]
 
+    def clear(self) -> None:
+        self.parts = []
+        self.own = False
 
-# Open transactions' writes, per connection (connections are per thread; weak, so a connection
-# that is thrown away takes its buffer with it).
-_pending: weakref.WeakKeyDictionary[object, PendingCommit] = weakref.WeakKeyDictionary()
-# Connections in a transaction the write patches opened around a write made in autocommit mode.
-_own: weakref.WeakSet[object] = weakref.WeakSet()
+
+def _pending(connection) -> PendingCommit:
+    try:
+        return connection.reactive_pending
+    except AttributeError:  # the connection's first transaction
+        pending = connection.reactive_pending = PendingCommit()
+        return pending
 
 
 def record(
@@ -127,17 +142,18 @@ def record(
     if _sink is None:
         return
     # Before dropping ignored tables: a deleted session ends a sign-in even though its table
-    # never re-runs a query.
-    revoked = identities.revoked_by(rows, opaque_tables, raw_sql=raw_sql) | frozenset(revoked)
+    # never re-runs a query. Inserts alone end none.
+    if opaque_tables or raw_sql or revoked or any(row.old is not None for row in rows):
+        revoked = identities.revoked_by(rows, opaque_tables, raw_sql=raw_sql) | frozenset(revoked)
+    else:
+        revoked = frozenset()
     ignored = reactive_settings.IGNORED_TABLES
     rows = [row for row in rows if row.table not in ignored]
     opaque = {table for table in opaque_tables if table not in ignored}
     if not rows and not opaque and not revoked:
         return
-    if connection.in_atomic_block or not connection.get_autocommit() or connection in _own:
-        pending = _pending.get(connection)
-        if pending is None:
-            pending = _pending[connection] = PendingCommit()
+    pending = _pending(connection)
+    if pending.own or connection.in_atomic_block or not connection.get_autocommit():
         pending.add(set(connection.savepoint_ids), rows, opaque, revoked)
     else:
         # A statement the patches do not wrap (a schema change in autocommit mode) has committed
@@ -145,8 +161,8 @@ def record(
         # (which may be one Django opened outside DATABASES, to create the test database).
         connection.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
         try:
-            _pending[connection] = PendingCommit()
-            _pending[connection].add(set(), rows, opaque, revoked)
+            pending.clear()
+            pending.add(set(), rows, opaque, revoked)
             connection.commit()
         except BaseException:
             connection.rollback()
@@ -159,17 +175,15 @@ def begin_own_transaction(connection) -> None:
     """The write patches opened a transaction around a write made in autocommit mode (Django
     still sees autocommit): buffer its writes until they end it with ``committed`` or
     ``rolled_back``."""
-    _own.add(connection)
+    _pending(connection).own = True
 
 
 def in_own_transaction(connection) -> bool:
-    return connection in _own
+    return _pending(connection).own
 
 
 def savepoint_rolled_back(connection, sid: str) -> None:
-    pending = _pending.get(connection)
-    if pending is not None:
-        pending.drop_savepoint(sid)
+    _pending(connection).drop_savepoint(sid)
 
 
 def before_commit(connection) -> int | None:
@@ -187,29 +201,26 @@ def commit_own_transaction(connection) -> int | None:
 
 def _pending_changes(connection) -> str | None:
     """The open transaction's change record, encoded; None if it wrote nothing watchable."""
-    pending = _pending.get(connection)
-    if pending is None or not pending.parts or _sink is None:
+    parts = _pending(connection).parts
+    if not parts or _sink is None:
         return None
-    parts = pending.parts
-    rows = [row for part in parts for row in part.rows]
-    opaque = {table for part in parts for table in part.opaque_tables}
-    return encode_change(
-        rows,
-        opaque,
-        frozenset().union(*(part.revoked for part in parts)),
-        origin.current(rows, opaque),
-    )
+    if len(parts) == 1:  # most transactions: one write
+        rows, opaque, revoked = parts[0].rows, parts[0].opaque_tables, parts[0].revoked
+    else:
+        rows = [row for part in parts for row in part.rows]
+        opaque = {table for part in parts for table in part.opaque_tables}
+        revoked = frozenset().union(*(part.revoked for part in parts))
+    return encode_change(rows, opaque, revoked, origin.current(rows, opaque))
 
 
 def committed(connection, version: int | None) -> None:
     """The connection's transaction committed, with the change record at ``version`` if any."""
-    _pending.pop(connection, None)
-    _own.discard(connection)
+    _pending(connection).clear()
     if version is None:
         return
     if hooks.after_commit is not None:
         hooks.after_commit()
-    versions = getattr(_local, "versions", None)
+    versions = _local.versions
     if versions is not None:
         versions.append(version)
     if _sink is not None:
@@ -218,8 +229,7 @@ def committed(connection, version: int | None) -> None:
 
 def rolled_back(connection) -> None:
     """The connection's transaction rolled back (or the connection closed): forget its writes."""
-    _pending.pop(connection, None)
-    _own.discard(connection)
+    _pending(connection).clear()
 
 
 class CommitVersions:
@@ -236,7 +246,7 @@ class CommitVersions:
 @contextmanager
 def commit_versions() -> Iterator[CommitVersions]:
     collected = CommitVersions()
-    previous = getattr(_local, "versions", None)
+    previous = _local.versions
     _local.versions = collected.versions
     try:
         yield collected

@@ -125,13 +125,16 @@ def _prune(connection, keep: int, older_than: float, postgres: bool) -> int:
 
 
 def available(connection) -> bool:
-    """Whether the database has the log table. Cached once seen; while it is missing (before
-    ``migrate``, or during it) every commit asks again, so logging starts as soon as it exists."""
-    key = (connection.alias, str(connection.settings_dict.get("NAME")))
-    if key in _present:
+    """Whether the database has the log table. Cached once seen (on the connection, for the
+    database it is connected to); while it is missing (before ``migrate``, or during it) every
+    commit asks again, so logging starts as soon as it exists."""
+    name = connection.settings_dict.get("NAME")
+    if getattr(connection, "reactive_log_table_in", _UNSEEN) == name:
         return True
-    if LOG_TABLE in connection.introspection.table_names():
+    key = (connection.alias, str(name))
+    if key in _present or LOG_TABLE in connection.introspection.table_names():
         _present.add(key)
+        connection.reactive_log_table_in = name
         return True
     if key not in _warned:
         _warned.add(key)
@@ -146,6 +149,7 @@ def available(connection) -> bool:
     return False
 
 
+_UNSEEN = object()
 _present: set[tuple[str, str]] = set()
 _warned: set[tuple[str, str]] = set()
 

@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, nullcontext, suppress
 from functools import wraps
 from typing import Any
 
-from django.core.exceptions import EmptyResultSet
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import JSONField
@@ -38,9 +38,16 @@ from django.db.models.sql.query import Query
 
 from ..records import ANY_TABLE, RowChange
 from . import commits, tracking
-from .readsets import canonical_value, read_set_of_raw_sql, usable_value, value_field
+from .readsets import PLAIN_TYPES, canonical_value, read_set_of_raw_sql, usable_value, value_field
 
-_local = threading.local()
+
+class _Local(threading.local):
+    depth = 0  # compiler calls in progress (their SQL is not raw SQL)
+    last_sql: Any = None  # the last statement a cursor ran, for the running compiler's read set
+    begin_with: Any = None  # the connection whose own transaction's BEGIN rides with its next statement
+
+
+_local = _Local()
 # (owner, attribute, Django's original) of every patch applied, for uninstall().
 _originals: list[tuple[type, str, Any]] = []
 
@@ -96,7 +103,7 @@ class _InCompiler:
     """Marks SQL issued by a compiler, so the cursor patch leaves it alone."""
 
     def __enter__(self) -> None:
-        _local.depth = getattr(_local, "depth", 0) + 1
+        _local.depth += 1
 
     def __exit__(self, *exc: object) -> None:
         _local.depth -= 1
@@ -131,12 +138,16 @@ def _own_transaction(connection, tables: Iterable[str]) -> AbstractContextManage
     """A transaction around a tracked write made in autocommit mode: the write and its change
     record (appended just before COMMIT) then commit together, or not at all."""
     if connection.in_atomic_block or not any(commits.tracks(table) for table in tables):
-        return nullcontext()
-    if not connection.get_autocommit():
-        return nullcontext()  # a transaction managed by hand: its commit() appends the record
+        return _NO_TRANSACTION
+    # get_autocommit() connects first; once connected, its answer is the attribute.
+    if not (connection.autocommit if connection.connection is not None else connection.get_autocommit()):
+        return _NO_TRANSACTION  # a transaction managed by hand: its commit() appends the record
     if commits.in_own_transaction(connection):
-        return nullcontext()  # a write inside the one being wrapped (an update's related updates)
+        return _NO_TRANSACTION  # a write inside the one being wrapped (an update's related updates)
     return _AutocommitTransaction(connection)
+
+
+_NO_TRANSACTION = nullcontext()
 
 
 class _AutocommitTransaction:
@@ -200,7 +211,7 @@ class _AutocommitTransaction:
 
 def _begin_now(connection) -> None:
     """Send the deferred BEGIN of ``connection``'s own transaction, if it is still to send."""
-    if getattr(_local, "begin_with", None) is connection:
+    if _local.begin_with is connection:
         _local.begin_with = None
         with connection.wrap_database_errors:
             connection.connection.execute("BEGIN")
@@ -208,7 +219,7 @@ def _begin_now(connection) -> None:
 
 def _execute(original, cursor, sql, args, kwargs) -> Any:
     """``cursor.execute(sql, ...)``, with the deferred BEGIN of an own transaction in front."""
-    if getattr(_local, "begin_with", None) is not cursor.db:
+    if _local.begin_with is not cursor.db:
         return original(cursor, sql, *args, **kwargs)
     from psycopg import ClientCursor
 
@@ -263,7 +274,8 @@ def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
         image = {}
         for field in fields:
             value = getattr(obj, field.attname, None)
-            if not hasattr(value, "resolve_expression"):  # database defaults stay unknown
+            # An expression's value (a database default's) stays unknown.
+            if type(value) in PLAIN_TYPES or not hasattr(value, "resolve_expression"):
                 image[field.column] = canonical_value(field, value)
         if index < len(returned_rows):
             for field, value in zip(returning, returned_rows[index], strict=False):
@@ -413,17 +425,23 @@ def _execute_returning(compiler, fields, result_type) -> tuple[int | None, list[
         return None, []  # Django runs nothing either
     quote = connection.ops.quote_name
     returning = ", ".join(quote(field.column) for field in fields)
-    with _in_compiler, connection.cursor() as cursor:
-        cursor.execute(f"{sql} RETURNING {returning}", params)
+    images = _fetch_images(compiler, fields, f"{sql} RETURNING {returning}", params)
+    return (len(images) if result_type == ROW_COUNT else None), images
+
+
+def _fetch_images(compiler, fields, sql: str, params) -> list[dict]:
+    """Run ``sql``, whose rows hold the columns of ``fields``: their images, as the ORM would
+    read them (the fields' converters) in canonical form."""
+    with _in_compiler, compiler.connection.cursor() as cursor:
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     alias = compiler.query.get_meta().db_table
     converters = compiler.get_converters([field.get_col(alias) for field in fields])
     if converters:
         rows = compiler.apply_converters(rows, converters)
-    images = [
+    return [
         {f.column: canonical_value(f, value) for f, value in zip(fields, row, strict=True)} for row in rows
     ]
-    return (len(images) if result_type == ROW_COUNT else None), images
 
 
 def _image_fields(meta, write: str) -> list | None:
@@ -438,8 +456,32 @@ def _image_fields(meta, write: str) -> list | None:
 
 def _read_images(compiler, fields) -> list[dict]:
     """The current values of ``fields`` for the rows the write's WHERE selects."""
+    images = _read_images_by_where(compiler, fields)
+    if images is not None:
+        return images
     query = compiler.query.chain(klass=Query)
     return _select(query, compiler.using, fields)
+
+
+def _read_images_by_where(compiler, fields) -> list[dict] | None:
+    """``SELECT`` the columns of ``fields`` ``WHERE`` the write's own condition, compiled by the
+    write's compiler, when that condition names the write's table alone (``save()``,
+    ``filter(pk=...).update()``): building a SELECT through the ORM costs as much as the write.
+    None when it names another table (a join): the caller builds the SELECT through the ORM."""
+    query = compiler.query
+    table = query.get_meta().db_table
+    if any(count and alias != table for alias, count in query.alias_refcount.items()):
+        return None
+    try:
+        where, params = compiler.compile(query.where)
+    except EmptyResultSet:
+        return []
+    except FullResultSet:
+        where, params = "", ()
+    quote = compiler.connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    sql = f"SELECT {columns} FROM {quote(table)}" + (f" WHERE {where}" if where else "")
+    return _fetch_images(compiler, fields, sql, params)
 
 
 def _read_images_by_pk(compiler, fields, pks: list) -> list[dict]:
@@ -482,7 +524,7 @@ _SCHEMA = re.compile(r"^\s*(create|alter|drop|rename)\b", re.IGNORECASE)
 
 def _raw_sql_kind(sql: Any) -> str | None:
     """ "read", "write" or None (transaction control, PRAGMA, SET, or SQL a compiler issued)."""
-    if getattr(_local, "depth", 0):
+    if _local.depth:
         return None
     if not isinstance(sql, str):
         sql = str(sql)

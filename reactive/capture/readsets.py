@@ -66,23 +66,36 @@ def canonical_value(field, value) -> Hashable:
     is only known to the database, so a writer must treat such a row as unknown. Raises whatever
     ``get_prep_value`` raises for a value Django itself would reject.
     """
-    if hasattr(value, "resolve_expression"):
+    if type(value) not in PLAIN_TYPES and hasattr(value, "resolve_expression"):
         raise TypeError(f"an expression has no canonical value: {value!r}")
     if field is not None:
         value = field.get_prep_value(value)
     return _normalize(value, field)
 
 
+# Types of values that are never expressions (no ``resolve_expression`` to look for).
+PLAIN_TYPES = frozenset({int, str, float, bool, type(None)})
+
+
 def value_field(field):
-    """The field that decides a column's value domain: a relation's target, followed to the end."""
+    """The field that decides a column's value domain: a relation's target, followed to the end.
+    Kept on the field once known (it is asked for every value a write captures)."""
+    if field is None:
+        return None
+    try:
+        return field.reactive_value_field
+    except AttributeError:
+        pass
+    start = field
     for _ in range(16):  # a chain of FKs to FKs, never a cycle in practice
         try:
             target = getattr(field, "target_field", None)
-        except Exception:  # a multi-column relation has no single target
+        except Exception:  # a multi-column relation has no single target (or none resolved yet)
             return field
         if target is None or target is field:
-            return field
+            break
         field = target
+    start.reactive_value_field = field
     return field
 
 

@@ -17,7 +17,6 @@ from ..records import ANY_ROW, ReadSet
 from ..settings import reactive_settings
 from .readsets import known_tables, read_set_of, read_set_of_raw_sql
 
-_local = threading.local()
 logger = logging.getLogger("reactive.execution")
 
 
@@ -31,8 +30,15 @@ class ReadTracker:
         self.read_set = ReadSet()
 
 
+class _Local(threading.local):
+    tracker: ReadTracker | None = None
+
+
+_local = _Local()
+
+
 def current() -> ReadTracker | None:
-    return getattr(_local, "tracker", None)
+    return _local.tracker
 
 
 @contextmanager
