@@ -133,6 +133,11 @@ def run_overhead(plan: Plan, workdir: Path) -> dict[str, Any]:
             # Rotate the order each round so no variant always runs right after another one.
             for variant, worker in order[repeat % 3 :] + order[: repeat % 3]:
                 runs[variant].append(worker.ask(f"round {variant}"))
+        floors = [reactive.ask("floor") for _ in range(plan.overhead_repeats)]
+        out["database_floor_us"] = {
+            part: statistics.median(floor[part] for floor in floors)
+            for part in ("insert", "insert_and_record")
+        }
         out["checks"] = {"plain": plain.ask("check"), "reactive": reactive.ask("check")}
     finally:
         for worker in workers:
@@ -181,4 +186,23 @@ def overhead_rows(o: dict[str, Any]) -> list[list[str]]:
             f"{ratio['watched'][op]:.2f}x",
         ]
         for op in OPERATIONS
+    ] + _floor_rows(o)
+
+
+def _floor_rows(o: dict[str, Any]) -> list[list[str]]:
+    """The database's share of the change record: a plain INSERT straight on the DB-API
+    connection, and the same INSERT with a create's log row in one transaction."""
+    floor = o.get("database_floor_us")  # runs before it measured none
+    if not floor:
+        return []
+    plain, recorded = floor["insert"], floor["insert_and_record"]
+    return [
+        [
+            "database alone: INSERT; with a log row",
+            number(plain),
+            number(recorded),
+            "-",
+            f"{recorded / plain:.2f}x",
+            "-",
+        ]
     ]

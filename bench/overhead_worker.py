@@ -2,7 +2,7 @@
 
     DJANGO_SETTINGS_MODULE=bench.settings_plain SQLITE_PATH=/tmp/x.sqlite3 \
         python -m bench.overhead_worker --variants plain --iterations 3000
-    (then commands on stdin: ``round plain``, ``check``, ``quit``)
+    (then commands on stdin: ``round plain``, ``floor``, ``check``, ``quit``)
 
 Migrates a fresh SQLite database, then times plain ORM writes on ``benchapp.Item``, one round per
 ``round`` command. Variants:
@@ -97,6 +97,49 @@ def one_round(iterations: int, clock: Any = time.perf_counter_ns) -> dict[str, f
     return result
 
 
+def database_floor(iterations: int, clock: Any = time.perf_counter_ns) -> dict[str, float]:
+    """What the change record costs the database alone, with no Python of Django or ``reactive``
+    around it: µs per plain ``INSERT`` of an item in autocommit mode (``insert``), and per
+    transaction of that ``INSERT`` and the log row a create appends (``insert_and_record``:
+    ``BEGIN``, the two ``INSERT``s, ``COMMIT``, as the write patches send them), straight on the
+    DB-API connection. Leaves the table empty and the log as it was."""
+    from django.db import connection
+
+    from bench.benchapp.models import Item
+    from reactive.capture import logtable, origin
+    from reactive.records import RowChange, encode_change
+
+    connection.ensure_connection()
+    raw = connection.connection
+    table = connection.ops.quote_name(Item._meta.db_table)
+    mark = "%s" if connection.vendor == "postgresql" else "?"
+    insert = f'INSERT INTO {table} ("group", "value") VALUES ({mark}, {mark})'
+    begin = "BEGIN" if connection.vendor == "postgresql" else f"BEGIN {connection.transaction_mode or ''}"
+    record = encode_change(
+        [RowChange(Item._meta.db_table, None, {"id": 1, "group": 1, "value": 1})], (), (), origin.current()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {logtable.LOG_TABLE}")
+        (last_kept,) = cursor.fetchone()
+
+    def plain(i: int) -> None:
+        raw.execute(insert, (i % 10, i))
+
+    def with_record(i: int) -> None:
+        raw.execute(begin)
+        raw.execute(insert, (i % 10, i))
+        logtable.append_and_commit(connection, record)
+
+    result = {
+        "insert": _timed(plain, iterations, clock),
+        "insert_and_record": _timed(with_record, iterations, clock),
+    }
+    with connection.cursor() as cursor:  # untimed
+        cursor.execute(f"DELETE FROM {table}")
+        cursor.execute(f"DELETE FROM {logtable.LOG_TABLE} WHERE id > %s", (last_kept,))
+    return result
+
+
 def serve(variants: list[str], iterations: int) -> None:
     """Answer the driver's commands on stdin, one JSON line each on stdout.
 
@@ -129,6 +172,8 @@ def serve(variants: list[str], iterations: int) -> None:
             if variant != "plain":
                 _watch(variant == "watched")
             _reply(one_round(int(command[2]) if len(command) > 2 else iterations))
+        elif command[0] == "floor":
+            _reply(database_floor(iterations))
         elif command[0] == "check":
             leaked = sorted(
                 name for name in sys.modules if name == "reactive" or name.startswith("reactive.")
