@@ -189,17 +189,17 @@ def savepoint_rolled_back(connection, sid: str) -> None:
 def before_commit(connection) -> int | None:
     """Append the transaction's change record to the log, inside the transaction; its version
     (None: the transaction wrote nothing watchable)."""
-    changes = _pending_changes(connection)
+    changes = pending_changes(connection)
     return None if changes is None else logtable.append(connection, changes)
 
 
 def commit_own_transaction(connection) -> int | None:
     """COMMIT the transaction the write patches opened (``begin_own_transaction``), with its
     change record appended first: one round trip on Postgres. The record's version, or None."""
-    return logtable.append_and_commit(connection, _pending_changes(connection))
+    return logtable.append_and_commit(connection, pending_changes(connection))
 
 
-def _pending_changes(connection) -> str | None:
+def pending_changes(connection) -> str | None:
     """The open transaction's change record, encoded; None if it wrote nothing watchable."""
     parts = _pending(connection).parts
     if not parts or _sink is None:

@@ -62,6 +62,39 @@ def append_and_commit(connection, changes: str | None) -> int | None:
     return version
 
 
+def around_statement(connection, changes: str, inserted_key: tuple[str, str] | None) -> tuple[str, str]:
+    """Postgres: the SQL to send before and after a write's statement, in the same string, so
+    that the transaction, the write, its record, the NOTIFY and the COMMIT take one round trip.
+
+    ``before`` begins the transaction and returns its id (``version_of`` gives the record's
+    version) as a result of its own, ahead of the statement's; ``after`` commits. The record is
+    appended by ``before`` (its ``RETURNING``), or by ``after`` when ``inserted_key`` (table,
+    column) names the key the database gives the one row the statement inserts: the record gets
+    it from the sequence that gave it (``currval``), or goes without it (an image without the key,
+    which only widens) where no sequence did.
+    """
+    from psycopg import sql
+
+    raw = connection.connection
+    literal = sql.Literal(changes).as_string(raw)
+    append = f"INSERT INTO {LOG_TABLE} (xid, created, changes) VALUES ({_PG_XID}, now(), %s)"
+    commit = f"NOTIFY {LOG_CHANNEL}; COMMIT"
+    if inserted_key is None:
+        return f"BEGIN; {append % literal} RETURNING xid", commit
+    table, column = inserted_key
+    table = sql.Literal(connection.ops.quote_name(table)).as_string(raw)  # parsed as a name
+    column = sql.Literal(column).as_string(raw)
+    key = f"to_jsonb('i' || currval(pg_get_serial_sequence({table}, {column})))"
+    path = f"ARRAY['rows', '0', '2', {column}]"  # the new image of the record's one row
+    value = f"COALESCE(jsonb_set({literal}::jsonb, {path}, {key})::text, {literal})"
+    return f"BEGIN; SELECT {_PG_XID}", f"{append % value}; {commit}"
+
+
+def version_of(xid: int) -> int:
+    """The version of the record a Postgres transaction ``xid`` appended."""
+    return xid + 1
+
+
 def head(connection) -> int:
     """The version of the latest record a reader can read now (0: none yet)."""
     with connection.cursor() as cursor:
@@ -168,10 +201,11 @@ _SQLITE_PRUNE_POINT = (
     f"UNION ALL SELECT max(id) FROM {LOG_TABLE} WHERE created < %s)"
 )
 
+_PG_XID = "pg_current_xact_id()::text::bigint"
 _PG_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 _PG_APPEND = (
     f"WITH entry AS (INSERT INTO {LOG_TABLE} (xid, created, changes) "
-    f"VALUES (pg_current_xact_id()::text::bigint, now(), %s) RETURNING xid) "
+    f"VALUES ({_PG_XID}, now(), %s) RETURNING xid) "
     f"SELECT entry.xid FROM entry, pg_notify('{LOG_CHANNEL}', '')"
 )
 _PG_HEAD = f"SELECT max(xid) + 1 FROM {LOG_TABLE} WHERE xid < {_PG_HORIZON}"

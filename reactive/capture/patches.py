@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from functools import wraps
 from typing import Any
@@ -32,12 +32,13 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import JSONField
 from django.db.models.constants import OnConflict
+from django.db.models.fields import AutoFieldMixin
 from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.constants import MULTI, NO_RESULTS, ROW_COUNT
 from django.db.models.sql.query import Query
 
 from ..records import ANY_TABLE, RowChange
-from . import commits, tracking
+from . import commits, logtable, tracking
 from .readsets import PLAIN_TYPES, canonical_value, read_set_of_raw_sql, usable_value, value_field
 
 
@@ -45,6 +46,8 @@ class _Local(threading.local):
     depth = 0  # compiler calls in progress (their SQL is not raw SQL)
     last_sql: Any = None  # the last statement a cursor ran, for the running compiler's read set
     begin_with: Any = None  # the connection whose own transaction's BEGIN rides with its next statement
+    # The own transaction whose record and COMMIT ride with that statement too (Postgres).
+    finish_with: _AutocommitTransaction | None = None
 
 
 _local = _Local()
@@ -158,24 +161,30 @@ class _AutocommitTransaction:
     throughout: the write runs as it would without ``reactive``, only inside a transaction that
     ``commits`` knows is open.
 
-    Postgres counts round trips: the BEGIN rides with the write's first statement (``"BEGIN; "``
-    before its SQL, where Django binds parameters on the client, its default), and the record
-    with the COMMIT (``logtable.append_and_commit``): two round trips where the write alone is one.
+    Postgres counts round trips. The BEGIN rides with the write's first statement (``"BEGIN; "``
+    before its SQL, where Django binds parameters on the client, its default). Where the write's
+    change is known before it runs (``record_with_statement``: an insert of one row, an update or
+    delete of a table no query watches), the record and the COMMIT ride with it too: one round
+    trip, as the write alone. Otherwise the record goes with the COMMIT
+    (``logtable.append_and_commit``): two round trips.
     """
 
-    __slots__ = ("connection",)
+    __slots__ = ("changes", "connection", "inserted_key", "version")
 
     def __init__(self, connection) -> None:
         self.connection = connection
+        self.changes: Callable[[], tuple[list[RowChange], set[str]]] | None = None
+        self.inserted_key: tuple[str, str] | None = None
+        self.version: int | None = None  # set once committed with the statement
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _AutocommitTransaction:
         connection = self.connection
         commits.begin_own_transaction(connection)
         if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get(
             "server_side_binding"
         ):
             _local.begin_with = connection  # sent with the next statement (_execute)
-            return
+            return self
         mode = getattr(connection, "transaction_mode", None)  # SQLite: IMMEDIATE takes the lock now
         try:
             with connection.wrap_database_errors:
@@ -183,9 +192,54 @@ class _AutocommitTransaction:
         except BaseException:
             commits.rolled_back(connection)
             raise
+        return self
+
+    def record_with_statement(
+        self,
+        changes: Callable[[], tuple[list[RowChange], set[str]]],
+        inserted_key: tuple[str, str] | None = None,
+    ) -> None:
+        """The write's change is ``changes()`` (rows, opaque tables), known once its statement is
+        compiled: if the BEGIN is still to send (Postgres), record it then, and send the record and
+        the COMMIT with the statement. ``inserted_key``: (table, column) of the key the database
+        gives the one row inserted, filled into the record by the database."""
+        if _local.begin_with is self.connection:
+            self.changes = changes
+            self.inserted_key = inserted_key
+            _local.finish_with = self
+
+    @property
+    def committed(self) -> bool:
+        """Whether the write's statement committed the transaction (and recorded its change)."""
+        return self.version is not None
+
+    def execute_and_commit(self, original, cursor, sql: str, args, kwargs) -> Any:
+        """Run the write's ``sql`` with the BEGIN, the change record and the COMMIT around it, in
+        one string; leave the cursor on the write's own result."""
+        connection = self.connection
+        rows, opaque = self.changes()
+        commits.record(connection, rows, opaque)
+        changes = commits.pending_changes(connection)
+        if changes is None:  # nothing to record after all
+            return _execute_after_begin(original, cursor, sql, args, kwargs)
+        params = args[0] if args else kwargs.get("params")
+        before, after = logtable.around_statement(connection, changes, self.inserted_key)
+        if params is not None:  # the string is formatted with the parameters: keep its "%" signs
+            before, after = before.replace("%", "%%"), after.replace("%", "%%")
+        result = original(cursor, f"{before}; {sql}; {after}", *args, **kwargs)
+        results = cursor.cursor
+        results.nextset()  # past the BEGIN, to the transaction's id
+        self.version = logtable.version_of(results.fetchone()[0])
+        results.nextset()  # to the statement's own result: its rows, its rowcount
+        return result
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         connection = self.connection
+        if _local.finish_with is self:
+            _local.finish_with = None
+        if self.committed:  # with the statement, whatever came after it
+            commits.committed(connection, self.version)
+            return
         if exc_type is None:
             try:
                 with _in_compiler, connection.wrap_database_errors:
@@ -218,11 +272,13 @@ def _begin_now(connection) -> None:
 
 
 def _execute(original, cursor, sql, args, kwargs) -> Any:
-    """``cursor.execute(sql, ...)``, with the deferred BEGIN of an own transaction in front."""
+    """``cursor.execute(sql, ...)``, with the deferred BEGIN of an own transaction in front (and
+    its record and COMMIT after it, when known already)."""
     if _local.begin_with is not cursor.db:
         return original(cursor, sql, *args, **kwargs)
     from psycopg import ClientCursor
 
+    finish, _local.finish_with = _local.finish_with, None
     if (
         original.__name__ != "execute"
         or not isinstance(sql, str)
@@ -231,6 +287,12 @@ def _execute(original, cursor, sql, args, kwargs) -> Any:
         _begin_now(cursor.db)
         return original(cursor, sql, *args, **kwargs)
     _local.begin_with = None
+    if finish is not None and finish.connection is cursor.db and _WRITE.match(sql):
+        return finish.execute_and_commit(original, cursor, sql, args, kwargs)
+    return _execute_after_begin(original, cursor, sql, args, kwargs)
+
+
+def _execute_after_begin(original, cursor, sql: str, args, kwargs) -> Any:
     result = original(cursor, f"BEGIN; {sql}", *args, **kwargs)
     cursor.cursor.nextset()  # to the statement's own result: its rows, its rowcount
     return result
@@ -248,10 +310,14 @@ def _wrap_insert(original):
     def execute_sql(self, returning_fields=None):
         tracking.forbid_write()
         table = self.query.get_meta().db_table
-        with _own_transaction(self.connection, (table,)):
+        with _own_transaction(self.connection, (table,)) as own:
+            if own is not None and self.query.on_conflict is None and len(self.query.objs) == 1:
+                _record_insert_with_statement(own, self, returning_fields)
             with _in_compiler:
                 returned = original(self, returning_fields)
-            if self.query.on_conflict == OnConflict.UPDATE:
+            if own is not None and own.committed:
+                pass  # recorded and committed with the statement
+            elif self.query.on_conflict == OnConflict.UPDATE:
                 # An upsert changes rows we did not read: every reader of the table is affected.
                 commits.record(self.connection, [], {table})
             else:
@@ -261,6 +327,23 @@ def _wrap_insert(original):
         return returned
 
     return execute_sql
+
+
+def _record_insert_with_statement(own: _AutocommitTransaction, compiler, returning_fields) -> None:
+    """One row inserted in a transaction of its own: its image is known once the statement is
+    compiled (``pre_save`` has run), but for the key the database gives it, which the database
+    fills into the record itself."""
+    meta = compiler.query.get_meta()
+    if any(field is not meta.pk for field in returning_fields or ()):
+        return  # other values the database gives: recorded once returned
+    obj = compiler.query.objs[0]
+
+    def changes() -> tuple[list[RowChange], set[str]]:
+        return _inserted_rows(compiler, None, None), set()
+
+    key_given = getattr(obj, meta.pk.attname, None) is not None
+    if key_given or isinstance(meta.pk, AutoFieldMixin):
+        own.record_with_statement(changes, None if key_given else (meta.db_table, meta.pk.column))
 
 
 def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
@@ -295,12 +378,15 @@ def _wrap_update(original):
             with _in_compiler:
                 return original(self, result_type)
         table = self.query.get_meta().db_table
-        with _own_transaction(self.connection, (table,)):
+        with _own_transaction(self.connection, (table,)) as own:
             fields = _image_fields(self.query.get_meta(), "update")
             if fields is None:
+                if own is not None and not self.query.related_updates:
+                    own.record_with_statement(lambda: ([], {table}))
                 with _in_compiler:
                     result = original(self, result_type)
-                commits.record(self.connection, [], {table})
+                if own is None or not own.committed:
+                    commits.record(self.connection, [], {table})
                 return result
             assigned = {field.column for field, _model, _value in self.query.values}
             if not self.query.related_updates and not assigned.intersection(f.column for f in fields):
@@ -381,12 +467,15 @@ def _wrap_delete(original):
     def execute_sql(self, result_type=MULTI, *args: Any, **kwargs: Any) -> Any:
         tracking.forbid_write()
         table = self.query.get_meta().db_table
-        with _own_transaction(self.connection, (table,)):
+        with _own_transaction(self.connection, (table,)) as own:
             fields = _image_fields(self.query.get_meta(), "delete")
             if fields is None:
+                if own is not None:
+                    own.record_with_statement(lambda: ([], {table}))
                 with _in_compiler:
                     result = original(self, result_type, *args, **kwargs)
-                commits.record(self.connection, [], {table})
+                if own is None or not own.committed:
+                    commits.record(self.connection, [], {table})
                 return result
             returned = None if args or kwargs else _execute_returning(self, fields, result_type)
             if returned is not None:
