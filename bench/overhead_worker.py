@@ -116,7 +116,7 @@ def database_floor(iterations: int, clock: Any = time.perf_counter_ns) -> dict[s
     insert = f'INSERT INTO {table} ("group", "value") VALUES ({mark}, {mark})'
     begin = f"BEGIN {getattr(connection, 'transaction_mode', None) or ''}"
     record = encode_change(
-        [RowChange(Item._meta.db_table, None, {"id": 1, "group": 1, "value": 1})], (), (), origin.current()
+        [RowChange(Item._meta.db_table, None, {"group": 1, "value": 1})], (), (), origin.current()
     )
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {logtable.LOG_TABLE}")
@@ -125,14 +125,15 @@ def database_floor(iterations: int, clock: Any = time.perf_counter_ns) -> dict[s
     def plain(i: int) -> None:
         raw.execute(insert, (i % 10, i))
 
-    if connection.vendor == "postgresql":  # the BEGIN rides with the statement, as in the patches
+    if connection.vendor == "postgresql":  # one string, as the patches send a one-row insert
         from psycopg import ClientCursor
 
         client = ClientCursor(raw)
+        before, after = logtable.around_statement(connection, record, (Item._meta.db_table, "id"))
+        one_string = f"{before.replace('%', '%%')}; {insert}; {after.replace('%', '%%')}"
 
         def with_record(i: int) -> None:
-            client.execute(f"BEGIN; {insert}", (i % 10, i))
-            logtable.append_and_commit(connection, record)
+            client.execute(one_string, (i % 10, i))
 
     else:
 

@@ -203,10 +203,15 @@ class _AutocommitTransaction:
         compiled: if the BEGIN is still to send (Postgres), record it then, and send the record and
         the COMMIT with the statement. ``inserted_key``: (table, column) of the key the database
         gives the one row inserted, filled into the record by the database."""
-        if _local.begin_with is self.connection:
+        if self.statement_carries_begin:
             self.changes = changes
             self.inserted_key = inserted_key
             _local.finish_with = self
+
+    @property
+    def statement_carries_begin(self) -> bool:
+        """Whether the BEGIN is still to send, with the write's statement (Postgres)."""
+        return _local.begin_with is self.connection
 
     @property
     def committed(self) -> bool:
@@ -311,7 +316,12 @@ def _wrap_insert(original):
         tracking.forbid_write()
         table = self.query.get_meta().db_table
         with _own_transaction(self.connection, (table,)) as own:
-            if own is not None and self.query.on_conflict is None and len(self.query.objs) == 1:
+            if (
+                own is not None
+                and own.statement_carries_begin
+                and self.query.on_conflict is None
+                and len(self.query.objs) == 1
+            ):
                 _record_insert_with_statement(own, self, returning_fields)
             with _in_compiler:
                 returned = original(self, returning_fields)
@@ -381,7 +391,7 @@ def _wrap_update(original):
         with _own_transaction(self.connection, (table,)) as own:
             fields = _image_fields(self.query.get_meta(), "update")
             if fields is None:
-                if own is not None and not self.query.related_updates:
+                if own is not None and own.statement_carries_begin and not self.query.related_updates:
                     own.record_with_statement(lambda: ([], {table}))
                 with _in_compiler:
                     result = original(self, result_type)
@@ -470,7 +480,7 @@ def _wrap_delete(original):
         with _own_transaction(self.connection, (table,)) as own:
             fields = _image_fields(self.query.get_meta(), "delete")
             if fields is None:
-                if own is not None:
+                if own is not None and own.statement_carries_begin:
                     own.record_with_statement(lambda: ([], {table}))
                 with _in_compiler:
                     result = original(self, result_type, *args, **kwargs)
