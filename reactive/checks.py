@@ -59,6 +59,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         )
     database = settings.DATABASES.get("default", {})
     messages += _check_change_log(database)
+    others = sorted(alias for alias in settings.DATABASES if alias != "default")
+    if others:
+        messages.append(
+            Warning(
+                f"Writes to the database{'s' if len(others) > 1 else ''} {', '.join(map(repr, others))} "
+                "reach no subscriber: reactive reads the change log of 'default' only.",
+                hint="Keep the tables live queries read in the default database, or silence this "
+                "with SILENCED_SYSTEM_CHECKS if no live query reads the others "
+                "(docs/read-tracking.md, Blind spots).",
+                id="reactive.W011",
+            )
+        )
     if database.get("ENGINE", "").endswith("sqlite3"):
         options = database.get("OPTIONS", {})
         if "journal_mode=wal" not in str(options.get("init_command", "")).lower().replace(" ", ""):

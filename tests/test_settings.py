@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.core.checks import run_checks
 from django.test import override_settings
 
@@ -58,6 +59,10 @@ def test_system_checks_guard_the_change_log(monkeypatch):
         assert "reactive.E010" in {message.id for message in run_checks()}
     with override_settings(REACTIVE={"IGNORED_TABLES": ["django_session"]}):
         assert "reactive.E011" in {message.id for message in run_checks()}
+    second = {**settings.DATABASES, "reports": {"ENGINE": "django.db.backends.sqlite3", "NAME": "reports"}}
+    with pytest.warns(UserWarning, match="DATABASES"), override_settings(DATABASES=second):
+        warnings = [message for message in run_checks() if message.id == "reactive.W011"]
+        assert len(warnings) == 1 and "'reports'" in warnings[0].msg
     redis_layer = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}}
     with override_settings(REACTIVE={"BACKEND": "embedded"}, CHANNEL_LAYERS=redis_layer):
         assert "reactive.W010" in {message.id for message in run_checks()}
