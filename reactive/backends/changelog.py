@@ -10,8 +10,9 @@ committed, whichever process committed it. Both backends read it here:
 - ``LogTail`` is where an invalidator waits for the next records without polling the table:
   this process's own commits wake it at once (``Backend.log_committed``); other processes' commits
   wake it through a database connection of its own (SQLite: ``PRAGMA data_version``, which changes
-  when another connection commits, asked every ``CHANGE_LOG_POLL_SECONDS``; Postgres: ``LISTEN``,
-  the writers ``NOTIFY`` inside their transaction, so only commits are heard). It also prunes.
+  when another connection commits, asked every ``CHANGE_LOG_POLL_SECONDS`` unless this process
+  committed meanwhile, whose wake-up reads every process's records; Postgres: ``LISTEN``, the
+  writers ``NOTIFY`` inside their transaction, so only commits are heard). It also prunes.
 
 A wake-up only says "read again": what is read is decided by versions alone, so a lost, late or
 repeated wake-up can delay a record, never skip or repeat it.
@@ -104,6 +105,17 @@ class LogTail:
         self._closed = False
         self._read_since_prune = 0
         self._last_prune = time.monotonic()
+        self._committed_here_at = -1e9  # time.monotonic() of this process's latest commit
+
+    def committed_here(self) -> None:
+        """This process committed a record: read at once."""
+        self._committed_here_at = time.monotonic()
+        self.wake()
+
+    def committed_here_within(self, seconds: float) -> bool:
+        """Whether this process committed a record in the last ``seconds``: the read that commit
+        woke reads every process's records, so asking the database for others' commits can wait."""
+        return time.monotonic() - self._committed_here_at < seconds
 
     def wake(self) -> None:
         """The log may hold new records: the next wait ends at once."""
@@ -151,7 +163,10 @@ class LogTail:
             return  # reactive.E005 reports it; reads still happen on every pass
         if connection.vendor == "sqlite" and connection.is_in_memory_db():
             return  # one process, one connection: its own commits wake it
-        self._watcher = _Watcher(type(connection), dict(connection.settings_dict), self.log.using, self.wake)
+        settings_dict = dict(connection.settings_dict)
+        self._watcher = _Watcher(
+            type(connection), settings_dict, self.log.using, self.wake, self.committed_here_within
+        )
         self._watcher.start()
 
     def close(self) -> None:
@@ -164,11 +179,17 @@ class _Watcher(threading.Thread):
     """Calls ``wake`` when another connection may have committed a change record."""
 
     def __init__(
-        self, wrapper_class: type, settings_dict: dict, alias: str, wake: Callable[[], None]
+        self,
+        wrapper_class: type,
+        settings_dict: dict,
+        alias: str,
+        wake: Callable[[], None],
+        committed_here_within: Callable[[float], bool],
     ) -> None:
         super().__init__(name="reactive-log-watcher", daemon=True)
         self.wrapper = wrapper_class(settings_dict, alias)
         self.wake = wake
+        self.committed_here_within = committed_here_within
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -191,12 +212,16 @@ class _Watcher(threading.Thread):
     def _poll_data_version(self, raw) -> None:
         # PRAGMA data_version changes when another connection commits. Asking costs tens of
         # microseconds (it opens a read transaction): every 4 ms, about 1.5% of a core. A plain
-        # sleep wakes the thread more cheaply than waiting on an event with a timeout.
+        # sleep wakes the thread more cheaply than waiting on an event with a timeout. While this
+        # process commits, its own wake-ups read the others' records too: no need to ask then (and
+        # under a stream of writes, asking contends with the writers for the database).
         interval = reactive_settings.CHANGE_LOG_POLL_SECONDS
         cursor = raw.cursor()
         last = cursor.execute("PRAGMA data_version").fetchone()[0]
         while not self.stopping.is_set():
             time.sleep(interval)
+            if self.committed_here_within(interval):
+                continue
             version = cursor.execute("PRAGMA data_version").fetchone()[0]
             if version != last:
                 last = version

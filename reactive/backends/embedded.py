@@ -36,7 +36,7 @@ class EmbeddedBackend(Backend):
             self._wakeup.notify_all()
 
     def log_committed(self, version: int) -> None:
-        self.tail.wake()
+        self.tail.committed_here()
 
     async def connect_hub(self, hub) -> None:
         self._hubs[hub.hub_id] = hub

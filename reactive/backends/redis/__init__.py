@@ -214,7 +214,7 @@ class RedisBackend(Backend):
     # Worker side -------------------------------------------------------------------------
 
     def log_committed(self, version: int) -> None:
-        self.tail.wake()
+        self.tail.committed_here()
 
     def next_work(self, after: int, timeout: float) -> tuple[list[ChangeRecord], list[Request]]:
         self._start_reader()
