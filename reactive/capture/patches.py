@@ -24,7 +24,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext, suppress
-from functools import wraps
+from functools import partial, wraps
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet, FullResultSet
@@ -326,8 +326,8 @@ def _wrap_insert(original):
             with _in_compiler:
                 returned = original(self, returning_fields)
             if own is not None and own.committed:
-                pass  # recorded and committed with the statement
-            elif self.query.on_conflict == OnConflict.UPDATE:
+                return returned  # recorded and committed with the statement
+            if self.query.on_conflict == OnConflict.UPDATE:
                 # An upsert changes rows we did not read: every reader of the table is affected.
                 commits.record(self.connection, [], {table})
             else:
@@ -391,13 +391,8 @@ def _wrap_update(original):
         with _own_transaction(self.connection, (table,)) as own:
             fields = _image_fields(self.query.get_meta(), "update")
             if fields is None:
-                if own is not None and own.statement_carries_begin and not self.query.related_updates:
-                    own.record_with_statement(lambda: ([], {table}))
-                with _in_compiler:
-                    result = original(self, result_type)
-                if own is None or not own.committed:
-                    commits.record(self.connection, [], {table})
-                return result
+                run = partial(original, self, result_type)
+                return _write_table(own, self.connection, table, run, not self.query.related_updates)
             assigned = {field.column for field, _model, _value in self.query.values}
             if not self.query.related_updates and not assigned.intersection(f.column for f in fields):
                 # The columns read are not written: their values after the UPDATE are the old ones.
@@ -416,6 +411,24 @@ def _wrap_update(original):
         return result
 
     return execute_sql
+
+
+def _write_table(
+    own: _AutocommitTransaction | None,
+    connection,
+    table: str,
+    run: Callable[[], Any],
+    one_statement: bool = True,
+) -> Any:
+    """``run()`` a write of ``table`` whose rows nobody needs (no query watches it): it is
+    recorded as writing the table, with its statement when that is its only one."""
+    if own is not None and one_statement and own.statement_carries_begin:
+        own.record_with_statement(lambda: ([], {table}))
+    with _in_compiler:
+        result = run()
+    if own is None or not own.committed:
+        commits.record(connection, [], {table})
+    return result
 
 
 def _constant_assignments(compiler) -> dict | None:
@@ -480,13 +493,8 @@ def _wrap_delete(original):
         with _own_transaction(self.connection, (table,)) as own:
             fields = _image_fields(self.query.get_meta(), "delete")
             if fields is None:
-                if own is not None and own.statement_carries_begin:
-                    own.record_with_statement(lambda: ([], {table}))
-                with _in_compiler:
-                    result = original(self, result_type, *args, **kwargs)
-                if own is None or not own.committed:
-                    commits.record(self.connection, [], {table})
-                return result
+                run = partial(original, self, result_type, *args, **kwargs)
+                return _write_table(own, self.connection, table, run)
             returned = None if args or kwargs else _execute_returning(self, fields, result_type)
             if returned is not None:
                 result, old = returned
