@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,6 +258,24 @@ async def frozen_clock(harness: Harness) -> AsyncIterator[None]:
         yield
     finally:
         await harness.clock(freeze=False)
+
+
+async def next_frame_of_any(
+    clients: Sequence[InstrumentedClient], marks: Sequence[int], timeout: float
+) -> None:
+    """Until one of ``clients`` has received a frame after its mark (``frames_received`` taken
+    before the caller looked at their values), or ``timeout`` has passed: what a check that found
+    a stale value waits for before it looks again."""
+    waits = [
+        asyncio.ensure_future(client.next_frame(since=mark, timeout=None))
+        for client, mark in zip(clients, marks, strict=True)
+    ]
+    try:
+        await asyncio.wait(waits, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 class LoopThread:
