@@ -212,6 +212,30 @@ class Harness:
             await self._control.close()
 
 
+# Rows that migrate's post_migrate handlers write (content types, permissions): Django's flush
+# after each transactional test empties them and runs those handlers to write them again, which
+# costs more than the flush itself. Kept instead: every other table is emptied as before.
+KEPT_BY_FLUSH = frozenset({"django_content_type", "auth_permission"})
+
+
+def _flush_keeping_migrated_rows(self: Any) -> None:
+    """``TransactionTestCase._fixture_teardown`` (``manage.py flush``) but for ``KEPT_BY_FLUSH``."""
+    from django.core.management.color import no_style
+    from django.db import connections
+
+    for db_name in self._databases_names(include_mirrors=False):
+        connection = connections[db_name]
+        tables = connection.introspection.django_table_names(only_existing=True, include_views=False)
+        emptied = [table for table in tables if table not in KEPT_BY_FLUSH]
+        connection.ops.execute_sql_flush(connection.ops.sql_flush(no_style(), emptied))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from django.test import TransactionTestCase
+
+    TransactionTestCase._fixture_teardown = _flush_keeping_migrated_rows
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # In-process servers share the test database; pytest-django sets it up only for marked
     # tests (requesting transactional_db dynamically leaves it empty).
