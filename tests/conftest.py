@@ -11,6 +11,12 @@ Both are reached over a real WebSocket with ``reactive.client``.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import os
+import shutil
+import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -22,6 +28,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from harness.cluster import copy_database
 from harness.ports import Listening, free_port, wait_for_port
 from harness.processes import DAPHNE_LIMITS, Process, daphne_command, django_env
 from harness.processes import migrate as migrate_database
@@ -80,11 +87,35 @@ def private_redis_database(url: str) -> str:
     return f"{base}/{number}"
 
 
+_sqlite_template: list[Path] = []  # the migrated SQLite file, made once per run
+
+
+def migrated(env: dict[str, str]) -> None:
+    """The database ``env`` names (``server_env``), fresh with the migrated schema, as
+    ``manage.py migrate`` leaves it: a copy of one migrated once per test run (Postgres:
+    ``CREATE DATABASE ... TEMPLATE``; SQLite: the file copied with SQLite's backup API)."""
+    url = env.get("DATABASE_URL")
+    if url:
+        copy_database(os.environ["DATABASE_URL"], env["DJANGO_SETTINGS_MODULE"], url.rpartition("/")[2])
+        return
+    if not _sqlite_template:
+        directory = Path(tempfile.mkdtemp(prefix="reactive-template-"))
+        atexit.register(shutil.rmtree, directory, True)
+        template = directory / "db.sqlite3"
+        migrate_database({**env, "SQLITE_PATH": str(template)})
+        _sqlite_template.append(template)
+    with (
+        contextlib.closing(sqlite3.connect(_sqlite_template[0])) as source,
+        contextlib.closing(sqlite3.connect(env["SQLITE_PATH"])) as copy,
+    ):
+        source.backup(copy)
+
+
 def start_daphne(db_path: Path, log_path: Path, migrate: bool = True, port: int | None = None) -> Process:
     """A Daphne server in a subprocess on its own database (``server_env``), once it listens."""
     env = server_env(db_path)
     if migrate:
-        migrate_database(env)
+        migrated(env)
     port = port or free_port()
     server = Process.start("daphne", daphne_command(port, *DAPHNE_LIMITS), env, log_path, port)
     try:
