@@ -153,9 +153,14 @@ def inprocess_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[I
     thread.join(timeout=10)
     from django.db import connection
 
+    from reactive.backends import reset_backend
+
+    reset_backend()  # its worker thread stops, and with it its use of the test database
+    for worker in [running for running in threading.enumerate() if running.name == "reactive-worker"]:
+        worker.join(timeout=10)
     if connection.vendor == "postgresql":
-        # The sessions the server's threads opened would hold the test database: its DROP waits
-        # five seconds for them to end, then fails.
+        # The sessions the server's threads opened, idle now, would hold the test database: its
+        # DROP waits five seconds for them to end, then fails.
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
