@@ -11,9 +11,15 @@ Both are reached over a real WebSocket with ``reactive.client``.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import os
+import shutil
+import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +28,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from harness.cluster import copy_database
 from harness.ports import Listening, free_port, wait_for_port
 from harness.processes import DAPHNE_LIMITS, Process, daphne_command, django_env
 from harness.processes import migrate as migrate_database
@@ -80,11 +87,35 @@ def private_redis_database(url: str) -> str:
     return f"{base}/{number}"
 
 
+_sqlite_template: list[Path] = []  # the migrated SQLite file, made once per run
+
+
+def migrated(env: dict[str, str]) -> None:
+    """The database ``env`` names (``server_env``), fresh with the migrated schema, as
+    ``manage.py migrate`` leaves it: a copy of one migrated once per test run (Postgres:
+    ``CREATE DATABASE ... TEMPLATE``; SQLite: the file copied with SQLite's backup API)."""
+    url = env.get("DATABASE_URL")
+    if url:
+        copy_database(os.environ["DATABASE_URL"], env["DJANGO_SETTINGS_MODULE"], url.rpartition("/")[2])
+        return
+    if not _sqlite_template:
+        directory = Path(tempfile.mkdtemp(prefix="reactive-template-"))
+        atexit.register(shutil.rmtree, directory, True)
+        template = directory / "db.sqlite3"
+        migrate_database({**env, "SQLITE_PATH": str(template)})
+        _sqlite_template.append(template)
+    with (
+        contextlib.closing(sqlite3.connect(_sqlite_template[0])) as source,
+        contextlib.closing(sqlite3.connect(env["SQLITE_PATH"])) as copy,
+    ):
+        source.backup(copy)
+
+
 def start_daphne(db_path: Path, log_path: Path, migrate: bool = True, port: int | None = None) -> Process:
     """A Daphne server in a subprocess on its own database (``server_env``), once it listens."""
     env = server_env(db_path)
     if migrate:
-        migrate_database(env)
+        migrated(env)
     port = port or free_port()
     server = Process.start("daphne", daphne_command(port, *DAPHNE_LIMITS), env, log_path, port)
     try:
@@ -120,6 +151,21 @@ def inprocess_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[I
     yield InProcessServer(port)
     server.should_exit = True
     thread.join(timeout=10)
+    from django.db import connection
+
+    from reactive.backends import reset_backend
+
+    reset_backend()  # its worker thread stops, and with it its use of the test database
+    for worker in [running for running in threading.enumerate() if running.name == "reactive-worker"]:
+        worker.join(timeout=10)
+    if connection.vendor == "postgresql":
+        # The sessions the server's threads opened, idle now, would hold the test database: its
+        # DROP waits five seconds for them to end, then fails.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -212,6 +258,30 @@ class Harness:
             await self._control.close()
 
 
+# Rows that migrate's post_migrate handlers write (content types, permissions): Django's flush
+# after each transactional test empties them and runs those handlers to write them again, which
+# costs more than the flush itself. Kept instead: every other table is emptied as before.
+KEPT_BY_FLUSH = frozenset({"django_content_type", "auth_permission"})
+
+
+def _flush_keeping_migrated_rows(self: Any) -> None:
+    """``TransactionTestCase._fixture_teardown`` (``manage.py flush``) but for ``KEPT_BY_FLUSH``."""
+    from django.core.management.color import no_style
+    from django.db import connections
+
+    for db_name in self._databases_names(include_mirrors=False):
+        connection = connections[db_name]
+        tables = connection.introspection.django_table_names(only_existing=True, include_views=False)
+        emptied = [table for table in tables if table not in KEPT_BY_FLUSH]
+        connection.ops.execute_sql_flush(connection.ops.sql_flush(no_style(), emptied))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from django.test import TransactionTestCase
+
+    TransactionTestCase._fixture_teardown = _flush_keeping_migrated_rows
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # In-process servers share the test database; pytest-django sets it up only for marked
     # tests (requesting transactional_db dynamically leaves it empty).
@@ -258,6 +328,24 @@ async def frozen_clock(harness: Harness) -> AsyncIterator[None]:
         yield
     finally:
         await harness.clock(freeze=False)
+
+
+async def next_frame_of_any(
+    clients: Sequence[InstrumentedClient], marks: Sequence[int], timeout: float
+) -> None:
+    """Until one of ``clients`` has received a frame after its mark (``frames_received`` taken
+    before the caller looked at their values), or ``timeout`` has passed: what a check that found
+    a stale value waits for before it looks again."""
+    waits = [
+        asyncio.ensure_future(client.next_frame(since=mark, timeout=None))
+        for client, mark in zip(clients, marks, strict=True)
+    ]
+    try:
+        await asyncio.wait(waits, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 class LoopThread:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.processes import ROOT, Process
-from tests.conftest import server_env, start_daphne
+from tests.conftest import migrated, server_env, start_daphne
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -53,7 +53,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     directory = tmp_path_factory.mktemp("browser")
     db_path, log_path = directory / "db.sqlite3", directory / "daphne.log"
     env = server_env(db_path)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    migrated(env)
     subprocess.run([sys.executable, "manage.py", "seed_demo", "-v0"], cwd=ROOT, env=env, check=True)
     running = Demo(start_daphne(db_path, log_path, migrate=False), db_path, log_path)
     yield running

@@ -732,8 +732,19 @@ async def test_too_many_live_subscriptions_gets_limit_exceeded_with_its_id(harne
 
 async def test_too_many_inflight_actions_get_limit_exceeded_and_the_rest_succeed(harness):
     count = 25
+    gate = f"inflight-{uuid.uuid4().hex[:8]}"
     async with harness.client() as client:
-        calls = [client.action("testapp.slow_action", {"seconds": 1}, timeout=60) for _ in range(count)]
+        # Every admitted action waits at the gate: all 25 are in flight until the refused ones
+        # are answered, however slowly the machine sends them.
+        calls = [
+            asyncio.ensure_future(client.action("testapp.wait_for_gate", {"key": gate}, timeout=60))
+            for _ in range(count)
+        ]
+        pending = set(calls)
+        while len(pending) > 20:  # until the 5 beyond the limit are refused
+            done, pending = await asyncio.wait(pending, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            assert done, f"only {count - len(pending)} of {count} actions refused, 20 allowed in flight"
+        await (await harness.control()).action("testapp.open_gate", {"key": gate}, timeout=30)
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
 
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
@@ -746,7 +757,7 @@ async def test_too_many_inflight_actions_get_limit_exceeded_and_the_rest_succeed
             assert failure.frame["type"] == "error"
             assert isinstance(failure.frame.get("request_id"), int)
             assert_error_frame(failure.frame, "limit_exceeded", request_id=failure.frame["request_id"])
-        assert successes == ["done"] * len(successes)
+        assert successes == [gate] * len(successes)
         assert len(successes) + len(failures) == count
         assert len(successes) >= 20 - 1  # the limit is 20 in flight; all admitted ones finish
         assert len(successes) <= 20

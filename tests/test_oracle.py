@@ -8,7 +8,6 @@ Generation is seeded: a failure prints ``ORACLE_SEED=<n>``; set it to replay the
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
@@ -26,7 +25,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.conftest import Harness, LoopThread
+from tests.conftest import Harness, LoopThread, next_frame_of_any
 from tests.writes import COLUMN_PATHS, M2M_PATHS, PATHS
 
 SEED = int(os.environ.get("ORACLE_SEED") or random.randrange(2**32))
@@ -175,6 +174,7 @@ def make_machine(harness: Harness, loop: LoopThread) -> type[RuleBasedStateMachi
         async def _settled(self) -> None:
             deadline = time.monotonic() + SETTLE_SECONDS
             while True:
+                marks = [client.frames_received for client in self.clients]
                 stale = []
                 for _client, subscription, query, args in self.live:
                     expected = await harness.fresh(query, args)
@@ -189,7 +189,7 @@ def make_machine(harness: Harness, loop: LoopThread) -> type[RuleBasedStateMachi
                         f"  {q} {a}: pushed {got!r}, fresh run {want!r}" for q, a, got, want in stale
                     )
                     raise AssertionError(f"live subscriptions did not converge to a fresh run:\n{details}")
-                await asyncio.sleep(0.05)
+                await next_frame_of_any(self.clients, marks, deadline - time.monotonic())
 
     return ReactiveOracle
 

@@ -11,7 +11,6 @@ Bounded and replayable: a fixed number of examples, derandomized (one fixed seed
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import time
@@ -32,7 +31,7 @@ from hypothesis.stateful import (
 
 from harness.processes import ROOT, Process, manage_command
 from reactive.client.testing import InstrumentedClient
-from tests.conftest import server_env, start_daphne
+from tests.conftest import next_frame_of_any, server_env, start_daphne
 from tests.test_oracle import (
     CHANNEL_QUERIES,
     GLOBAL_QUERIES,
@@ -179,6 +178,7 @@ def make_machine(
         async def _settled(self) -> None:
             deadline = time.monotonic() + SETTLE_SECONDS
             while True:
+                marks = [client.frames_received for client in self.clients]
                 stale = []
                 for subscription, query, args in self.live:
                     expected = await self.clients[0].action("testapp.fresh", {"name": query, "args": args})
@@ -194,7 +194,7 @@ def make_machine(
                         for sub, got, want in stale
                     )
                     raise AssertionError(f"live subscriptions did not converge to a fresh run:\n{details}")
-                await asyncio.sleep(0.1)
+                await next_frame_of_any(self.clients, marks, deadline - time.monotonic())
 
     return FourProcesses
 

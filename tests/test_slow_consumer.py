@@ -11,10 +11,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 from harness.ports import free_port
-from harness.processes import Process, migrate, uvicorn_command
+from harness.processes import Process, uvicorn_command
 from reactive.client import ReactiveClient
 from reactive.client.testing import InstrumentedClient
-from tests.conftest import server_env
+from tests.conftest import migrated, server_env
 
 pytestmark = pytest.mark.asyncio
 
@@ -24,7 +24,7 @@ BODY = "x" * 1500  # about 1.6 KB per message in a frame
 @pytest.fixture
 def uvicorn_server(tmp_path: Path):
     env = server_env(tmp_path / "db.sqlite3")
-    migrate(env)
+    migrated(env)
     port = free_port()
     argv = uvicorn_command(port, "--ws-max-size", "4194304", "--log-level", "warning")
     process = Process.start("uvicorn", argv, env, tmp_path / "uvicorn.log", port)
