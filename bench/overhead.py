@@ -66,7 +66,7 @@ class OverheadWorker:
             text=True,
             start_new_session=True,
         )
-        self.read()  # {"ready": true} once migrated
+        self.hello = self.read()  # {"ready": true, "clock": ...} once migrated
 
     def read(self) -> dict[str, Any]:
         assert self.process.stdout is not None
@@ -133,6 +133,7 @@ def run_overhead(plan: Plan, workdir: Path) -> dict[str, Any]:
             # Rotate the order each round so no variant always runs right after another one.
             for variant, worker in order[repeat % 3 :] + order[: repeat % 3]:
                 runs[variant].append(worker.ask(f"round {variant}"))
+        out["clock"] = "CPU time" if reactive.hello["clock"] == "process_time_ns" else "wall time"
         floors = [reactive.ask("floor") for _ in range(plan.overhead_repeats)]
         out["database_floor_us"] = {
             part: statistics.median(floor[part] for floor in floors)
