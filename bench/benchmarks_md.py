@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.merge import runs_rows
 from bench.report import sections
+from bench.servers import without_machine_paths
 from bench.tables import md_table
 
 METHOD = """\
@@ -125,8 +126,9 @@ def render(report: dict[str, Any], json_path: Path, pictures: list[Path], direct
         lines += [f"Flame graphs of the fan-out to {n:,} subscribers (py-spy): {', '.join(links)}.", ""]
     if report["notes"]:
         lines += ["## Notes", "", "Baselines' limits and servers' warnings (not failures):", ""]
-        lines += [f"- {note[:500]}" for note in report["notes"]]
+        lines += [f"- {without_machine_paths(note)[:500]}" for note in report["notes"]]
         lines.append("")
     if report["problems"]:
-        lines += ["## Problems", ""] + [f"- {p[:500]}" for p in report["problems"]] + [""]
+        problems = [f"- {without_machine_paths(problem)[:500]}" for problem in report["problems"]]
+        lines += ["## Problems", "", *problems, ""]
     return "\n".join(lines)

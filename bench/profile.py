@@ -22,6 +22,7 @@ from bench import Broken
 from bench.fanout import FANOUT_KEY
 from bench.plans import Plan
 from bench.population import Population
+from bench.servers import without_machine_paths
 from bench.window import write
 
 RATE_HZ = 250
@@ -44,6 +45,7 @@ async def record(pid: int, seconds: float, path: Path, fmt: str) -> None:
     output, _ = await process.communicate()
     if process.returncode != 0 or not path.exists():
         raise Broken(f"py-spy failed ({process.returncode}): {output.decode(errors='replace')[-800:]}")
+    path.write_text(without_machine_paths(path.read_text()))  # its title names the command and file
 
 
 def summarise(collapsed: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench import Broken
 from harness.ports import ServerExited, free_port
-from harness.processes import Process, daphne_command, django_env, migrate, uvicorn_command
+from harness.processes import ROOT, Process, daphne_command, django_env, migrate, uvicorn_command
 
 ACCESS_LINE = re.compile(r'^\S+ - - \[[^\]]+\] "')  # Daphne's access log: a line per request
 WORKER_LINE = re.compile(r"^reactive worker (\w+ started; waiting for the lease|stopped)$")
@@ -127,4 +127,12 @@ def log_problems(process: Process, limit: int = 60) -> list[str]:
         for line in process.output().splitlines()
         if not ACCESS_LINE.search(line) and not WORKER_LINE.match(line)
     ]
+    lines = [without_machine_paths(line) for line in lines]
     return lines[:limit] + ([f"... {len(lines) - limit} more lines"] if len(lines) > limit else [])
+
+
+def without_machine_paths(text: str) -> str:
+    """A log line as it reads on any machine: installed packages from ``site-packages/``, the
+    project's files from the repository's root."""
+    text = re.sub(r"[^\s\"']*/(site-packages/)", r"\1", text)
+    return text.replace(f"{ROOT}/", "")
