@@ -142,11 +142,8 @@ def record(
     if _sink is None:
         return
     # Before dropping ignored tables: a deleted session ends a sign-in even though its table
-    # never re-runs a query. Inserts alone end none.
-    if opaque_tables or raw_sql or revoked or any(row.old is not None for row in rows):
-        revoked = identities.revoked_by(rows, opaque_tables, raw_sql=raw_sql) | frozenset(revoked)
-    else:
-        revoked = frozenset()
+    # never re-runs a query.
+    revoked = identities.revoked_by(rows, opaque_tables, raw_sql=raw_sql).union(revoked)
     ignored = reactive_settings.IGNORED_TABLES
     rows = [row for row in rows if row.table not in ignored]
     opaque = {table for table in opaque_tables if table not in ignored}

@@ -14,7 +14,7 @@ among them and stay as cheap as before: nothing is read, nothing is logged.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
@@ -82,8 +82,11 @@ def must_read_keys(table: str, write: str) -> bool:
     return table == tables.session_table and write == "delete"
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 def revoked_by(
-    rows: Iterable[RowChange], opaque_tables: Iterable[str], *, raw_sql: bool = False
+    rows: Collection[RowChange], opaque_tables: Collection[str], *, raw_sql: bool = False
 ) -> frozenset[str]:
     """The ``revoked`` keys of one write: updated or deleted users, deleted sessions.
 
@@ -91,6 +94,8 @@ def revoked_by(
     table, or every table), or deleted a session (raw SQL naming the session table; an update
     of the session table without row images is a session save, which ends nothing).
     """
+    if not opaque_tables and all(row.old is None for row in rows):
+        return _NONE  # inserts end no sign-in (most writes: no lookup, no set)
     tables = identity_tables()
     revoked: set[str] = set()
     for row in rows:

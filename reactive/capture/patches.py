@@ -200,13 +200,13 @@ class _AutocommitTransaction:
         inserted_key: tuple[str, str] | None = None,
     ) -> None:
         """The write's change is ``changes()`` (rows, opaque tables), known once its statement is
-        compiled: if the BEGIN is still to send (Postgres), record it then, and send the record and
-        the COMMIT with the statement. ``inserted_key``: (table, column) of the key the database
-        gives the one row inserted, filled into the record by the database."""
-        if self.statement_carries_begin:
-            self.changes = changes
-            self.inserted_key = inserted_key
-            _local.finish_with = self
+        compiled: record it then, and send the record and the COMMIT with the statement. Only
+        while the BEGIN is still to send with it (``statement_carries_begin``, Postgres).
+        ``inserted_key``: (table, column) of the key the database gives the one row inserted,
+        filled into the record by the database."""
+        self.changes = changes
+        self.inserted_key = inserted_key
+        _local.finish_with = self
 
     @property
     def statement_carries_begin(self) -> bool:
