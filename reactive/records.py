@@ -165,6 +165,11 @@ class ChangeRecord:
 
 def value_text(value: Hashable) -> str:
     """A canonical value as typed text, identical for reads (the index) and writes (row images)."""
+    kind = type(value)
+    if kind is int:  # the most common first: keys and counts
+        return f"i{value}"
+    if kind is str:
+        return "s" + value
     if value is None:
         return "~"
     if value is True or value is False:
@@ -182,10 +187,6 @@ def value_text(value: Hashable) -> str:
     return "r" + repr(value)
 
 
-def image_text(image: RowImage | None) -> dict[str, str] | None:
-    return None if image is None else {column: value_text(value) for column, value in image.items()}
-
-
 def encode_change(
     rows: Iterable[RowChange],
     opaque_tables: Iterable[str],
@@ -197,13 +198,26 @@ def encode_change(
     The columns each updated row changed travel in ``"columns"``, a list beside ``"rows"`` (one
     entry per row, ``null`` for unknown), so a reader that predates them still reads the rows.
     """
-    rows = list(rows)
-    record: dict = {
-        "rows": [[row.table, image_text(row.old), image_text(row.new)] for row in rows],
-        "opaque": sorted(opaque_tables),
-    }
-    columns = [None if row.changed_columns is None else sorted(row.changed_columns) for row in rows]
-    if any(entry is not None for entry in columns):
+    # Loops with the images' texts inline: this runs for every committed write.
+    encoded = []
+    columns = []
+    any_columns = False
+    for row in rows:
+        old, new, changed = row.old, row.new, row.changed_columns
+        encoded.append(
+            [
+                row.table,
+                None if old is None else {column: value_text(value) for column, value in old.items()},
+                None if new is None else {column: value_text(value) for column, value in new.items()},
+            ]
+        )
+        if changed is None:
+            columns.append(None)
+        else:
+            any_columns = True
+            columns.append(sorted(changed))
+    record: dict = {"rows": encoded, "opaque": sorted(opaque_tables) if opaque_tables else []}
+    if any_columns:
         record["columns"] = columns
     if revoked:  # rare: most commits end no sign-in
         record["revoked"] = sorted(revoked)

@@ -9,11 +9,14 @@ ignored tables appends nothing.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from project.chat.models import Channel, Message
 from reactive.backends.changelog import DatabaseLog
@@ -51,6 +54,23 @@ def test_an_autocommit_write_commits_with_one_record_of_its_own() -> None:
         ("chat_channel", None, f"i{channel.pk}")
     ]
     assert autocommit_outside_any_transaction()
+
+
+def test_a_record_is_never_older_than_its_commit_and_survives_a_new_connection() -> None:
+    # The capture keeps a cursor for its own statements on SQLite: a connection closed and opened
+    # again gets a new one, and its writes are recorded as before.
+    from reactive.models import ChangeLogEntry
+
+    before = timezone.now()
+    Channel.objects.create(name="before the reconnect")
+    connections["default"].close()
+    start = DatabaseLog().head()
+    channel = Channel.objects.create(name="after the reconnect")
+    (record,) = records_since(start)
+    assert record.rows[0].new["id"] == f"i{channel.pk}"
+    created = ChangeLogEntry.objects.order_by("-pk").values_list("created", flat=True)[0]
+    # Retention counts whole seconds: a record's time is never before its commit's.
+    assert before <= created <= timezone.now() + timedelta(seconds=2)
 
 
 def test_a_failed_autocommit_write_leaves_no_record_and_no_open_transaction() -> None:

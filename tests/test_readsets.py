@@ -20,7 +20,7 @@ from unittest import mock
 
 import pytest
 from django.core.exceptions import EmptyResultSet
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.expressions import RawSQL, Window
 from django.db.models.functions import RowNumber
@@ -36,6 +36,7 @@ from reactive.capture.readsets import (
     MAX_IN_VALUES,
     ReadSet,
     canonical_value,
+    plain_value_type,
     read_set_of,
     read_set_of_raw_sql,
 )
@@ -939,6 +940,32 @@ def test_canonical_expression_is_refused():
 def test_canonical_none_is_none():
     assert canonical_value(field("nickname"), None) is None
     assert canonical_value(field("editor"), None) is None
+
+
+class _Shifted(models.IntegerField):
+    """A custom integer field whose database value is not the Python one."""
+
+    def get_prep_value(self, value):
+        value = super().get_prep_value(value)
+        return None if value is None else value + 1000
+
+
+def test_canonical_plain_values_of_the_standard_fields_are_themselves():
+    # The shortcut (a value of exactly the field's plain type) agrees with the full preparation.
+    for name, value in (("number", 7), ("channel", 5), ("nickname", "a user"), ("flag", True)):
+        plain = plain_value_type(field(name))
+        assert type(value) is plain
+        assert canonical_value(field(name), value) == field(name).get_prep_value(value) == value
+    assert plain_value_type(field("tag", Document)) is None  # a key to a text primary key
+    assert plain_value_type(field("created")) is None
+    assert plain_value_type(field("price")) is None
+
+
+def test_canonical_value_of_a_custom_field_goes_through_its_own_preparation():
+    shifted = _Shifted()
+    shifted.set_attributes_from_name("shifted")
+    assert plain_value_type(shifted) is None
+    assert canonical_value(shifted, 5) == 1005
 
 
 def test_canonical_bytes():

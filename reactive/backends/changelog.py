@@ -119,6 +119,11 @@ class LogTail:
 
     def wake(self) -> None:
         """The log may hold new records: the next wait ends at once."""
+        if self.changed:
+            # Read without the lock (one attribute, atomic): still set means the reader has not
+            # yet cleared it for its next read, which so starts after the records that woke us,
+            # and whoever set it woke any waiter. Most commits under load take this way.
+            return
         with self.condition:
             self.changed = True
             self.condition.notify_all()

@@ -143,15 +143,20 @@ def record(
         return
     # Before dropping ignored tables: a deleted session ends a sign-in even though its table
     # never re-runs a query.
-    revoked = identities.revoked_by(rows, opaque_tables, raw_sql=raw_sql).union(revoked)
+    ends = identities.revoked_by(rows, opaque_tables, raw_sql=raw_sql)
+    if revoked:
+        ends = ends.union(revoked)
     ignored = reactive_settings.IGNORED_TABLES
     rows = [row for row in rows if row.table not in ignored]
     opaque = {table for table in opaque_tables if table not in ignored}
-    if not rows and not opaque and not revoked:
+    if not rows and not opaque and not ends:
         return
-    pending = _pending(connection)
+    try:
+        pending = connection.reactive_pending
+    except AttributeError:
+        pending = _pending(connection)
     if pending.own or connection.in_atomic_block or not connection.get_autocommit():
-        pending.add(set(connection.savepoint_ids), rows, opaque, revoked)
+        pending.add(set(connection.savepoint_ids), rows, opaque, ends)
     else:
         # A statement the patches do not wrap (a schema change in autocommit mode) has committed
         # on its own: its record follows, in a transaction of its own on that same connection
@@ -159,7 +164,7 @@ def record(
         connection.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
         try:
             pending.clear()
-            pending.add(set(), rows, opaque, revoked)
+            pending.add(set(), rows, opaque, ends)
             connection.commit()
         except BaseException:
             connection.rollback()
@@ -176,7 +181,10 @@ def begin_own_transaction(connection) -> None:
 
 
 def in_own_transaction(connection) -> bool:
-    return _pending(connection).own
+    try:  # inline, not _pending(): asked before every write made in autocommit mode
+        return connection.reactive_pending.own
+    except AttributeError:
+        return False
 
 
 def savepoint_rolled_back(connection, sid: str) -> None:
@@ -198,7 +206,10 @@ def commit_own_transaction(connection) -> int | None:
 
 def pending_changes(connection) -> str | None:
     """The open transaction's change record, encoded; None if it wrote nothing watchable."""
-    parts = _pending(connection).parts
+    try:
+        parts = connection.reactive_pending.parts
+    except AttributeError:
+        return None
     if not parts or _sink is None:
         return None
     if len(parts) == 1:  # most transactions: one write
@@ -212,7 +223,9 @@ def pending_changes(connection) -> str | None:
 
 def committed(connection, version: int | None) -> None:
     """The connection's transaction committed, with the change record at ``version`` if any."""
-    _pending(connection).clear()
+    pending = getattr(connection, "reactive_pending", None)  # None: no write on it yet
+    if pending is not None:
+        pending.clear()
     if version is None:
         return
     if hooks.after_commit is not None:

@@ -21,6 +21,7 @@ must not be seen by the write capture it serves.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 from ..records import EVERYTHING_CHANGED
@@ -38,28 +39,61 @@ def append(connection, changes: str) -> int | None:
     database has no log table yet (before ``migrate``)."""
     if not available(connection):
         return None
-    raw = connection.connection
     if connection.vendor == "postgresql":
-        return raw.execute(_PG_APPEND, (changes,)).fetchone()[0] + 1
-    return raw.execute(_SQLITE_APPEND, (changes,)).lastrowid
+        return connection.connection.execute(_PG_APPEND, (changes,)).fetchone()[0] + 1
+    return capture_cursor(connection).execute(_SQLITE_APPEND, (_sqlite_created(), changes)).lastrowid
 
 
 def append_and_commit(connection, changes: str | None) -> int | None:
     """Add a record (unless ``changes`` is None) and COMMIT the open transaction; the record's
     version. On Postgres both go in one statement string, so one round trip: the record's text
     is sent as a quoted literal, there being no parameters across several statements."""
-    raw = connection.connection
-    if changes is None or not available(connection):
-        raw.execute("COMMIT")
-        return None
     if connection.vendor == "postgresql":
+        raw = connection.connection
+        if changes is None or not available(connection):
+            raw.execute("COMMIT")
+            return None
         from psycopg import sql
 
         literal = sql.Literal(changes).as_string(raw)
         return raw.execute(f"{_PG_APPEND % literal}; COMMIT").fetchone()[0] + 1
-    version = raw.execute(_SQLITE_APPEND, (changes,)).lastrowid
-    raw.execute("COMMIT")
+    cursor = capture_cursor(connection)
+    version = None
+    if changes is not None and available(connection):
+        version = cursor.execute(_SQLITE_APPEND, (_sqlite_created(), changes)).lastrowid
+    cursor.execute("COMMIT")
     return version
+
+
+class _Created:
+    second: int | None = None
+    text = ""
+
+
+def _sqlite_created() -> str:
+    """A SQLite record's ``created``, stored as text ("YYYY-MM-DD HH:MM:SS.fff", UTC): the next
+    whole second. Retention is counted in seconds or more; the next second, so that a record is
+    never taken for older than it is; formatted once a second, not by SQLite for every record."""
+    second = int(time.time()) + 1
+    if second != _Created.second:
+        _Created.text = time.strftime("%Y-%m-%d %H:%M:%S.000", time.gmtime(second))
+        _Created.second = second
+    return _Created.text
+
+
+def capture_cursor(connection):
+    """A DB-API cursor kept for the write capture's own statements on ``connection``'s current
+    DB-API connection: ``Connection.execute`` would make a new one for each (on SQLite BEGIN, the
+    record and COMMIT: three per write made in autocommit mode)."""
+    raw = connection.connection
+    try:
+        kept_on, cursor = connection.reactive_cursor
+    except AttributeError:
+        kept_on = None
+    if kept_on is not raw:
+        cursor = raw.cursor()
+        connection.reactive_cursor = (raw, cursor)
+    return cursor
 
 
 def around_statement(connection, changes: str, inserted_key: tuple[str, str] | None) -> tuple[str, str]:
@@ -186,10 +220,7 @@ _UNSEEN = object()
 _present: set[tuple[str, str]] = set()
 _warned: set[tuple[str, str]] = set()
 
-# SQLite stores datetimes as text, "YYYY-MM-DD HH:MM:SS.fff" here (UTC, the database's clock).
-_SQLITE_APPEND = (
-    f"INSERT INTO {LOG_TABLE} (created, changes) VALUES (strftime('%Y-%m-%d %H:%M:%f', 'now'), ?)"
-)
+_SQLITE_APPEND = f"INSERT INTO {LOG_TABLE} (created, changes) VALUES (?, ?)"
 _SQLITE_HEAD = (
     f"SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{LOG_TABLE}'), "
     f"(SELECT max(id) FROM {LOG_TABLE}))"

@@ -57,8 +57,14 @@ def current(rows: Iterable[RowChange] = (), opaque_tables: Collection[str] = ())
     """(process, what runs) for a commit made now in this context, which wrote these."""
     acting = _acting.get()
     if acting is None:
-        admin = ADMIN_LOG_TABLE in opaque_tables or any(row.table == ADMIN_LOG_TABLE for row in rows)
-        acting = "admin" if admin else _role()
+        acting = _process_role or _role()
+        if ADMIN_LOG_TABLE in opaque_tables:
+            acting = "admin"
+        else:
+            for row in rows:  # a loop, not any(): this runs for every committed write
+                if row.table == ADMIN_LOG_TABLE:
+                    acting = "admin"
+                    break
     return _process or process_name(), acting
 
 

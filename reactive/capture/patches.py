@@ -39,7 +39,14 @@ from django.db.models.sql.query import Query
 
 from ..records import ANY_TABLE, RowChange
 from . import commits, logtable, tracking
-from .readsets import PLAIN_TYPES, canonical_value, read_set_of_raw_sql, usable_value, value_field
+from .readsets import (
+    PLAIN_TYPES,
+    canonical_value,
+    plain_value_type,
+    read_set_of_raw_sql,
+    usable_value,
+    value_field,
+)
 
 
 class _Local(threading.local):
@@ -140,7 +147,12 @@ def _wrap_read(original):
 def _own_transaction(connection, tables: Iterable[str]) -> AbstractContextManager:
     """A transaction around a tracked write made in autocommit mode: the write and its change
     record (appended just before COMMIT) then commit together, or not at all."""
-    if connection.in_atomic_block or not any(commits.tracks(table) for table in tables):
+    if connection.in_atomic_block:
+        return _NO_TRANSACTION
+    for table in tables:  # a loop, not any(): this runs for every write
+        if commits.tracks(table):
+            break
+    else:
         return _NO_TRANSACTION
     # get_autocommit() connects first; once connected, its answer is the attribute.
     if not (connection.autocommit if connection.connection is not None else connection.get_autocommit()):
@@ -188,7 +200,7 @@ class _AutocommitTransaction:
         mode = getattr(connection, "transaction_mode", None)  # SQLite: IMMEDIATE takes the lock now
         try:
             with connection.wrap_database_errors:
-                connection.connection.execute(f"BEGIN {mode}" if mode else "BEGIN")
+                logtable.capture_cursor(connection).execute(f"BEGIN {mode}" if mode else "BEGIN")
         except BaseException:
             commits.rolled_back(connection)
             raise
@@ -363,13 +375,22 @@ def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
     returned_rows = returned if isinstance(returned, list) else []
     returning = list(returning_fields or ())
     rows = []
+    columns = []
+    for field in fields:
+        try:
+            plain = field.reactive_plain_type
+        except AttributeError:
+            plain = plain_value_type(field)
+        columns.append((field, field.attname, field.column, plain))
     for index, obj in enumerate(compiler.query.objs):
         image = {}
-        for field in fields:
-            value = getattr(obj, field.attname, None)
+        for field, attname, column, plain in columns:
+            value = getattr(obj, attname, None)
+            if type(value) is plain or (value is None and plain is not None):
+                image[column] = value
             # An expression's value (a database default's) stays unknown.
-            if type(value) in PLAIN_TYPES or not hasattr(value, "resolve_expression"):
-                image[field.column] = canonical_value(field, value)
+            elif type(value) in PLAIN_TYPES or not hasattr(value, "resolve_expression"):
+                image[column] = canonical_value(field, value)
         if index < len(returned_rows):
             for field, value in zip(returning, returned_rows[index], strict=False):
                 image[field.column] = canonical_value(field, value)

@@ -30,7 +30,16 @@ from uuid import UUID
 import orjson
 from django.apps import apps
 from django.conf import settings
-from django.db.models import F, JSONField, QuerySet
+from django.db.models import (
+    BooleanField,
+    CharField,
+    F,
+    ForeignKey,
+    IntegerField,
+    JSONField,
+    QuerySet,
+    TextField,
+)
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Col, RawSQL
 from django.db.models.fields.related_lookups import RelatedExact, RelatedIn, RelatedIsNull
@@ -66,6 +75,13 @@ def canonical_value(field, value) -> Hashable:
     is only known to the database, so a writer must treat such a row as unknown. Raises whatever
     ``get_prep_value`` raises for a value Django itself would reject.
     """
+    if field is not None:
+        try:
+            plain = field.reactive_plain_type
+        except AttributeError:
+            plain = plain_value_type(field)
+        if type(value) is plain or (value is None and plain is not None):
+            return value
     if type(value) not in PLAIN_TYPES and hasattr(value, "resolve_expression"):
         raise TypeError(f"an expression has no canonical value: {value!r}")
     if field is not None:
@@ -75,6 +91,29 @@ def canonical_value(field, value) -> Hashable:
 
 # Types of values that are never expressions (no ``resolve_expression`` to look for).
 PLAIN_TYPES = frozenset({int, str, float, bool, type(None)})
+
+
+def plain_value_type(field) -> type | None:
+    """``int``, ``str`` or ``bool``: a value of exactly that type (or None) is its own canonical
+    value in the field's column, as Django's own integer, text and boolean fields prepare it (an
+    integer column through any chain of relations to it). None for any other field, whose values go through
+    ``canonical_value``. Kept on the field once known (it is asked for every value a write
+    captures)."""
+    try:
+        return field.reactive_plain_type
+    except AttributeError:
+        pass
+    plain = None
+    domain = value_field(field)
+    preparers = {type(field).get_prep_value, type(domain).get_prep_value}
+    if preparers <= {IntegerField.get_prep_value, ForeignKey.get_prep_value}:
+        plain = int
+    elif preparers <= {CharField.get_prep_value, TextField.get_prep_value}:
+        plain = str
+    elif preparers == {BooleanField.get_prep_value}:
+        plain = bool
+    field.reactive_plain_type = plain
+    return plain
 
 
 def value_field(field):
