@@ -187,6 +187,12 @@ def value_text(value: Hashable) -> str:
     return "r" + repr(value)
 
 
+def _images_text(image: RowImage) -> dict[str, str]:
+    return {
+        column: f"i{value}" if type(value) is int else value_text(value) for column, value in image.items()
+    }
+
+
 def encode_change(
     rows: Iterable[RowChange],
     opaque_tables: Iterable[str],
@@ -203,12 +209,14 @@ def encode_change(
     columns = []
     any_columns = False
     for row in rows:
-        old, new, changed = row.old, row.new, row.changed_columns
+        old, new = row.old, row.new
+        # row.changed_columns, inline; and an int's text too, without a call (most values).
+        changed = None if old is None or new is None else row.columns
         encoded.append(
             [
                 row.table,
-                None if old is None else {column: value_text(value) for column, value in old.items()},
-                None if new is None else {column: value_text(value) for column, value in new.items()},
+                None if old is None else _images_text(old),
+                None if new is None else _images_text(new),
             ]
         )
         if changed is None:

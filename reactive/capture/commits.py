@@ -148,7 +148,7 @@ def record(
         ends = ends.union(revoked)
     ignored = reactive_settings.IGNORED_TABLES
     rows = [row for row in rows if row.table not in ignored]
-    opaque = {table for table in opaque_tables if table not in ignored}
+    opaque = {table for table in opaque_tables if table not in ignored} if opaque_tables else set()
     if not rows and not opaque and not ends:
         return
     try:

@@ -94,8 +94,12 @@ def revoked_by(
     table, or every table), or deleted a session (raw SQL naming the session table; an update
     of the session table without row images is a session save, which ends nothing).
     """
-    if not opaque_tables and all(row.old is None for row in rows):
-        return _NONE  # inserts end no sign-in (most writes: no lookup, no set)
+    if not opaque_tables:
+        for row in rows:  # a loop, not all(): this runs for every write
+            if row.old is not None:
+                break
+        else:
+            return _NONE  # inserts end no sign-in (most writes: no lookup, no set)
     tables = identity_tables()
     revoked: set[str] = set()
     for row in rows:

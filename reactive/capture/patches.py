@@ -254,13 +254,15 @@ class _AutocommitTransaction:
         connection = self.connection
         if _local.finish_with is self:
             _local.finish_with = None
-        if self.committed:  # with the statement, whatever came after it
+        if self.version is not None:  # committed with the statement, whatever came after it
             commits.committed(connection, self.version)
             return
         if exc_type is None:
             try:
-                with _in_compiler, connection.wrap_database_errors:
-                    _begin_now(connection)  # if no statement took it
+                # Straight to the DB-API connection: none of this is a write to capture.
+                with connection.wrap_database_errors:
+                    if _local.begin_with is connection:
+                        _begin_now(connection)  # no statement took it
                     version = commits.commit_own_transaction(connection)
             except BaseException:
                 self._rollback()
@@ -330,14 +332,14 @@ def _wrap_insert(original):
         with _own_transaction(self.connection, (table,)) as own:
             if (
                 own is not None
-                and own.statement_carries_begin
+                and _local.begin_with is self.connection  # own.statement_carries_begin, inline
                 and self.query.on_conflict is None
                 and len(self.query.objs) == 1
             ):
                 _record_insert_with_statement(own, self, returning_fields)
             with _in_compiler:
                 returned = original(self, returning_fields)
-            if own is not None and own.committed:
+            if own is not None and own.version is not None:
                 return returned  # recorded and committed with the statement
             if self.query.on_conflict == OnConflict.UPDATE:
                 # An upsert changes rows we did not read: every reader of the table is affected.
@@ -393,7 +395,8 @@ def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
                 image[column] = canonical_value(field, value)
         if index < len(returned_rows):
             for field, value in zip(returning, returned_rows[index], strict=False):
-                image[field.column] = canonical_value(field, value)
+                plain = getattr(field, "reactive_plain_type", None)
+                image[field.column] = value if type(value) is plain else canonical_value(field, value)
         elif meta.pk.column not in image and getattr(obj, meta.pk.attname, None) is not None:
             image[meta.pk.column] = canonical_value(meta.pk, getattr(obj, meta.pk.attname))
         rows.append(RowChange(table, None, image))
@@ -668,6 +671,8 @@ def _wrap_cursor(original):
     @wraps(original)
     def execute(self, sql, *args: Any, **kwargs: Any) -> Any:
         _local.last_sql = sql  # what a compiler ran, for its read set
+        if _local.depth and _local.begin_with is None:  # a compiler's SQL, no BEGIN to send with it
+            return original(self, sql, *args, **kwargs)
         kind = _raw_sql_kind(sql)
         if kind != "write":
             result = _execute(original, self, sql, args, kwargs)
