@@ -99,6 +99,85 @@ class OverheadWorker:
         self.stderr.close()
 
 
+COUNT_VARIANTS = (
+    ("plain", "bench.settings_plain"),
+    ("unwatched", "bench.settings"),
+    ("watched", "bench.settings"),
+)
+COUNT_TIMEOUT_S = 1800.0
+
+
+def count_instructions(iterations: int, workdir: Path) -> dict[str, Any]:
+    """Each variant's round once more, under callgrind: instructions per operation, which do not
+    depend on what else the machine does (CPU time here swings by tens of percent between rounds).
+    What they leave out is time outside the process's instructions (system calls, cache misses).
+
+    The three variants run at once, each in its own process on a fresh SQLite database, with
+    ``PYTHONHASHSEED=0`` (hash order decides some work in dicts and sets).
+    """
+    processes = []
+    for variant, settings in COUNT_VARIANTS:
+        out_file = workdir / f"callgrind-{variant}.out"
+        for old in workdir.glob(f"{out_file.name}*"):
+            old.unlink()
+        env = embedded_env(settings, workdir / f"count-{variant}.sqlite3", PYTHONHASHSEED="0")
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--dump-before=zlib_crc32",
+            f"--callgrind-out-file={out_file}",
+            sys.executable,
+            "-m",
+            "bench.overhead_worker",
+            "--variants",
+            variant,
+            "--iterations",
+            str(iterations),
+            "--count",
+        ]
+        log = (workdir / f"callgrind-{variant}.log").open("w")
+        processes.append(
+            (variant, out_file, log, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log))
+        )
+    per_operation: dict[str, dict[str, float]] = {}
+    for variant, out_file, log, process in processes:
+        try:
+            code = process.wait(timeout=COUNT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise Broken(f"callgrind ({variant}) still ran after {COUNT_TIMEOUT_S:.0f} s") from None
+        finally:
+            log.close()
+        if code != 0:
+            raise Broken(f"callgrind ({variant}) exited with {code}: see {log.name}")
+        per_operation[variant] = _loop_instructions(out_file, iterations)
+    return {
+        "iterations": iterations,
+        "per_operation": per_operation,
+        "ratio": {
+            name: {op: per_operation[name][op] / per_operation["plain"][op] for op in OPERATIONS}
+            for name in ("unwatched", "watched")
+        },
+    }
+
+
+def _loop_instructions(out_file: Path, iterations: int) -> dict[str, float]:
+    """Instructions per operation from the parts of one counted round: part 1 is everything
+    before the first loop; then each loop, and what ran between two loops, in turn."""
+    totals = []
+    part = 1
+    while (path := Path(f"{out_file}.{part}")).exists():
+        text = path.read_text()
+        totals.append(int(text.split("\ntotals:", 1)[1].split()[0]))
+        part += 1
+    loops = totals[1::2]
+    if len(loops) < len(OPERATIONS):
+        raise Broken(f"callgrind wrote {len(totals)} parts, not the {2 * len(OPERATIONS)} of a round")
+    counts = {op: iterations for op in OPERATIONS} | {"atomic10": max(1, iterations // 10)}
+    return {op: loops[index] / counts[op] for index, op in enumerate(OPERATIONS)}
+
+
 def fresh_database(server_url: str, name: str) -> str:
     """The URL of an empty database ``name`` on the Postgres server of ``server_url``."""
     import psycopg
@@ -158,11 +237,43 @@ def run_overhead(plan: Plan, workdir: Path) -> dict[str, Any]:
     out["runs_us"] = {
         variant: {op: [round(r[op], 2) for r in rows] for op in OPERATIONS} for variant, rows in runs.items()
     }
+    # Each round's ratio to the plain round of the same repeat (they ran one after the other), then
+    # the median of those: drift between repeats cancels out, which medians taken apart keep.
     out["ratio"] = {
-        name: {op: median[name][op] / median["plain"][op] for op in OPERATIONS}
+        name: {
+            op: statistics.median(r[op] / p[op] for r, p in zip(runs[name], runs["plain"], strict=True))
+            for op in OPERATIONS
+        }
         for name in ("unwatched", "watched")
     }
+    out["ratio_of"] = "median of the rounds' ratios"
     return out
+
+
+COUNT_COLUMNS = [
+    "operation",
+    "plain",
+    "reactive unwatched",
+    "reactive watched",
+    "unwatched / plain",
+    "watched / plain",
+]
+
+
+def count_rows(counted: dict[str, Any]) -> list[list[str]]:
+    """Instructions per operation (thousands), from ``count_instructions``."""
+    per, ratio = counted["per_operation"], counted["ratio"]
+    return [
+        [
+            OPERATION_LABELS[op],
+            f"{per['plain'][op] / 1000:,.1f}k",
+            f"{per['unwatched'][op] / 1000:,.1f}k",
+            f"{per['watched'][op] / 1000:,.1f}k",
+            f"{ratio['unwatched'][op]:.2f}x",
+            f"{ratio['watched'][op]:.2f}x",
+        ]
+        for op in OPERATIONS
+    ]
 
 
 OVERHEAD_COLUMNS = [

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+import zlib
 from typing import Any
 
 OPERATIONS = ("create", "update", "save", "delete", "atomic10")
@@ -162,6 +163,30 @@ def measuring_clock() -> Any:
     return time.process_time_ns if connection.vendor == "sqlite" else time.perf_counter_ns
 
 
+def callgrind_marker() -> int:
+    """The clock of a round counted in instructions: under ``valgrind --tool=callgrind
+    --dump-before=zlib_crc32`` each call ends one part of the profile, so each timed loop of
+    ``one_round`` is a part of its own (its instruction count is the part's total). Nothing in a
+    write calls ``zlib.crc32``."""
+    zlib.crc32(b"")
+    return 0
+
+
+def count_round(variant: str, iterations: int) -> None:
+    """One round of ``variant`` under callgrind (``bench/overhead.py`` reads its parts): a warm-up
+    round first, untimed, then the round with ``callgrind_marker`` around each loop."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    if variant != "plain":
+        _watch(variant == "watched")
+    one_round(max(10, iterations // 10))
+    one_round(iterations, callgrind_marker)
+
+
 def serve(variants: list[str], iterations: int) -> None:
     """Answer the driver's commands on stdin, one JSON line each on stdout.
 
@@ -231,8 +256,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", required=True, help="comma-separated: plain or unwatched,watched")
     parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--count", action="store_true", help="one round under callgrind, then exit")
     options = parser.parse_args()
-    serve(options.variants.split(","), options.iterations)
+    if options.count:
+        count_round(options.variants, options.iterations)
+    else:
+        serve(options.variants.split(","), options.iterations)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ class Plan:
     # Tracking overhead on ORM writes, in-process (bench.overhead).
     overhead_iterations: int
     overhead_repeats: int
+    # The same round under callgrind (instructions per operation), if valgrind is here (0: not run).
+    overhead_count_iterations: int
     # Profile: py-spy on the server during a fan-out to each N (none: not run).
     profile_subscribers: tuple[int, ...]
     profile_rates: tuple[float, ...]  # per N, writes/s
@@ -126,6 +128,7 @@ PLANS = {
         chat_rate=50.0,
         overhead_iterations=2000,
         overhead_repeats=7,
+        overhead_count_iterations=1000,
         profile_subscribers=(1000, 10000),
         profile_rates=(2.0, 0.5),  # as the fan-out's: each write's fan-out done before the next
         profile_seconds=20.0,
@@ -171,6 +174,7 @@ PLANS = {
         chat_rate=30.0,
         overhead_iterations=100,
         overhead_repeats=1,
+        overhead_count_iterations=0,
         profile_subscribers=(),
         profile_rates=(),
         profile_seconds=0.0,

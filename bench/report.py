@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.merge import run_of
-from bench.overhead import OVERHEAD_COLUMNS, overhead_rows
+from bench.overhead import COUNT_COLUMNS, OVERHEAD_COLUMNS, count_rows, overhead_rows
 from bench.plans import Plan
 from bench.roundtrips import RT_COLUMNS, round_trip_notes, round_trip_rows, runs_of
 from bench.systems import SYSTEMS
@@ -586,6 +586,15 @@ def sections(report: dict[str, Any], table: Table) -> list[tuple[str, str]]:
                 table(OVERHEAD_COLUMNS, overhead_rows(report["tracking"])),
             )
         )
+        counted = report["tracking"].get("instructions")
+        if counted:
+            out.append(
+                (
+                    f"3. The same writes in instructions (callgrind, {counted['iterations']:,} of each, "
+                    "SQLite; the same on every run of the same code)",
+                    table(COUNT_COLUMNS, count_rows(counted)),
+                )
+            )
     if report["precision"]:
         out.append(
             (
@@ -673,4 +682,8 @@ def write(report: dict[str, Any], quick: bool, json_path: Path | None = None) ->
 
 def _tracking_title(tracking: dict[str, Any]) -> str:
     clock = tracking.get("clock", "wall time")  # runs before it named the clock used wall time
-    return f"3. Tracking overhead on ORM writes (in-process, {clock}, median of {tracking['repeats']} rounds)"
+    ratios = tracking.get("ratio_of", "ratios of the medians")  # runs before it divided medians
+    return (
+        f"3. Tracking overhead on ORM writes (in-process, {clock}, median of {tracking['repeats']} rounds; "
+        f"{ratios})"
+    )

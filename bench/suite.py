@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,7 @@ from bench.fanout import distinct_footprint, fanout_cells
 from bench.generators import LoadGenerators
 from bench.lag import lag_cases
 from bench.latency import latency_cells
-from bench.overhead import run_overhead
+from bench.overhead import count_instructions, run_overhead
 from bench.plans import Plan
 from bench.population import Population
 from bench.precision import precision_of
@@ -323,6 +325,18 @@ class Suite:
             self.report["tracking"] = run_overhead(self.plan, self.workdir)
         except Broken as exc:
             self.failed("reactive/none", "tracking overhead", str(exc))
+            return
+        iterations = self.plan.overhead_count_iterations
+        if not iterations or os.environ.get("DATABASE_URL"):
+            return  # Postgres: the server's share of a write is in another process
+        if shutil.which("valgrind") is None:
+            print("  instructions per write: not counted (valgrind is not installed)", flush=True)
+            return
+        print(f"  instructions per write (callgrind): {iterations} ops ...", flush=True)
+        try:
+            self.report["tracking"]["instructions"] = count_instructions(iterations, self.workdir)
+        except Broken as exc:
+            self.failed("reactive/none", "tracking overhead, instructions", str(exc))
 
     def profile(self) -> None:
         if not self.plan.profile_subscribers or (self.only is not None and "reactive" not in self.only):

@@ -163,10 +163,18 @@ def write_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     unwatched_max = max(ratios["unwatched"].values())
     watched_max = max(ratios["watched"].values())
     worst = max(ratios["watched"], key=ratios["watched"].get)
+    counted = tracking.get("instructions")
+    in_instructions = ""
+    if counted:
+        by_count = counted["ratio"]
+        in_instructions = (
+            f"; in instructions {max(by_count['unwatched'].values()):.2f}x unwatched, "
+            f"{max(by_count['watched'].values()):.2f}x watched"
+        )
     out.append(
         _target(
             TRACKING,
-            f"worst: {unwatched_max:.2f}x unwatched, {watched_max:.2f}x watched ({worst})",
+            f"worst: {unwatched_max:.2f}x unwatched, {watched_max:.2f}x watched ({worst}){in_instructions}",
             unwatched_max <= 1.3 and watched_max <= 1.5,
             "one change record per transaction: its INSERT, and in autocommit mode a BEGIN/COMMIT of "
             f"its own around the statement ({_floor_text(tracking)}); save() sets every column, so "
