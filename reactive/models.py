@@ -85,6 +85,11 @@ class ChangeLogEntry(models.Model):
     class Meta:
         app_label = "reactive"  # as MutationRecord's: the server imports without the app installed
         db_table = "reactive_changelog"
+        # Created by the migrations, then left alone by `manage.py flush` (and the test runner's
+        # flush), which empty the tables of managed models only and restart their keys: readers
+        # hold positions in this log, so it keeps its records and its numbering, and the flush is
+        # a commit like any other, recorded after them.
+        managed = False
         indexes = [
             models.Index(fields=["xid"], condition=models.Q(xid__isnull=False), name="reactive_changelog_xid")
         ]

@@ -146,3 +146,35 @@ async def test_versions_keep_growing_across_a_server_restart(tmp_path: Path) -> 
             process.stop()
     # The version is the change log's position in the database, not a counter of the process.
     assert versions[1] > versions[0] > 0
+
+
+async def test_a_flush_reaches_subscribers_and_writes_after_it_too(tmp_path: Path) -> None:
+    # `manage.py flush` empties every table of the project and restarts their keys (SQLite:
+    # sqlite_sequence). The change log keeps its records and its numbering: the flush itself is a
+    # commit subscribers hear of, and so is every write after it.
+    db_path = tmp_path / "db.sqlite3"
+    process = start_daphne(db_path, tmp_path / "daphne.log")
+    server = Server(process, db_path)
+    try:
+        client = await connect(server)
+        try:
+            channel = await make_channel(client)
+            for _ in range(5):  # the log's position well past what a restarted numbering reaches
+                succeeded(await asyncio.to_thread(server.write, "create", channel=channel))
+            count = client.subscribe("chat.message_count", {"channel": channel})
+            await count.wait_for(lambda value: value == 6)
+            succeeded(await asyncio.to_thread(server.manage, "flush", "--no-input"))
+            await count.wait_for(lambda value: value == 0)
+
+            (channel,) = await client.action(
+                "testapp.write", {"path": "make_channels", "kwargs": {"count": 1, "messages": 1}}, timeout=30
+            )
+            later = client.subscribe("chat.message_count", {"channel": channel})
+            await later.wait_for(lambda value: value == 1)
+            succeeded(await asyncio.to_thread(server.write, "create", channel=channel))
+            await later.wait_for(lambda value: value == 2)
+            assert client.protocol_violations == []
+        finally:
+            await client.close()
+    finally:
+        process.stop()
