@@ -116,7 +116,12 @@ def test_a_watched_update_records_the_old_values_of_the_watched_columns(watched_
     Message.objects.filter(pk=message.pk).update(channel=b)  # here it is: read before
     message.refresh_from_db()
     message.channel = a
-    message.save()  # an UPDATE of every column
+    with CaptureQueriesContext(connections["default"]) as queries:
+        message.save()  # an UPDATE of every column
+    # Its old values by one SELECT on the key alone, then the UPDATE.
+    assert statements(queries) == ["SELECT", "UPDATE"]
+    select = connections["default"].ops.quote_name("id")
+    assert queries[0]["sql"].split(" WHERE ")[-1].startswith(f"{select} = ")
     images = [(row.old, row.new) for record in records_since(start) for row in record.rows]
     pk, in_a, in_b = f"i{message.pk}", f"i{a.pk}", f"i{b.pk}"
     assert [(old["id"], old["channel_id"], new["channel_id"]) for old, new in images] == [

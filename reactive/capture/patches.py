@@ -32,7 +32,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import JSONField
 from django.db.models.constants import OnConflict
+from django.db.models.expressions import Col
 from django.db.models.fields import AutoFieldMixin
+from django.db.models.lookups import Exact
 from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.constants import MULTI, NO_RESULTS, ROW_COUNT
 from django.db.models.sql.query import Query
@@ -600,19 +602,37 @@ def _read_images_by_where(compiler, fields) -> list[dict] | None:
     ``filter(pk=...).update()``): building a SELECT through the ORM costs as much as the write.
     None when it names another table (a join): the caller builds the SELECT through the ORM."""
     query = compiler.query
-    table = query.get_meta().db_table
+    meta = query.get_meta()
+    table = meta.db_table
     if any(count and alias != table for alias, count in query.alias_refcount.items()):
         return None
-    try:
-        where, params = compiler.compile(query.where)
-    except EmptyResultSet:
-        return []
-    except FullResultSet:
-        where, params = "", ()
     quote = compiler.connection.ops.quote_name
+    key = _primary_key_value(query.where, meta.pk)
+    if key is not None:  # save(): the WHERE is the key alone, known without compiling it again
+        where, params = f"{quote(meta.pk.column)} = %s", (key,)
+    else:
+        try:
+            where, params = compiler.compile(query.where)
+        except EmptyResultSet:
+            return []
+        except FullResultSet:
+            where, params = "", ()
     columns = ", ".join(quote(field.column) for field in fields)
     sql = f"SELECT {columns} FROM {quote(table)}" + (f" WHERE {where}" if where else "")
     return _fetch_images(compiler, fields, sql, params)
+
+
+def _primary_key_value(where, pk) -> Any:
+    """The value ``pk = value`` is the whole of ``where`` about, if it is, and a value of the
+    key's plain type (what ``save()`` updates by); else None."""
+    if where.negated or len(where.children) != 1:
+        return None
+    lookup = where.children[0]
+    if not isinstance(lookup, Exact) or not isinstance(lookup.lhs, Col) or lookup.lhs.target is not pk:
+        return None
+    value = lookup.rhs
+    plain = plain_value_type(pk)
+    return value if plain is not None and type(value) is plain else None
 
 
 def _read_images_by_pk(compiler, fields, pks: list) -> list[dict]:
