@@ -591,7 +591,7 @@ def sections(report: dict[str, Any], table: Table) -> list[tuple[str, str]]:
             out.append(
                 (
                     f"3. The same writes in instructions (callgrind, {counted['iterations']:,} of each, "
-                    "SQLite; the same on every run of the same code)",
+                    "SQLite; runs of the same code agree within 0.5%)",
                     table(COUNT_COLUMNS, count_rows(counted)),
                 )
             )
