@@ -17,6 +17,7 @@ import select
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -262,13 +263,17 @@ COUNT_COLUMNS = [
 
 def count_rows(counted: dict[str, Any]) -> list[list[str]]:
     """Instructions per operation (thousands), from ``count_instructions``."""
-    per, ratio = counted["per_operation"], counted["ratio"]
+    return _variant_rows(counted["per_operation"], counted["ratio"], lambda value: f"{value / 1000:,.1f}k")
+
+
+def _variant_rows(
+    values: dict[str, dict[str, float]], ratio: dict[str, dict[str, float]], shown: Callable[[float], str]
+) -> list[list[str]]:
+    """One row per operation: each variant's value, as ``shown``, then the two ratios to plain."""
     return [
         [
             OPERATION_LABELS[op],
-            f"{per['plain'][op] / 1000:,.1f}k",
-            f"{per['unwatched'][op] / 1000:,.1f}k",
-            f"{per['watched'][op] / 1000:,.1f}k",
+            *(shown(values[variant][op]) for variant in ("plain", "unwatched", "watched")),
             f"{ratio['unwatched'][op]:.2f}x",
             f"{ratio['watched'][op]:.2f}x",
         ]
@@ -287,18 +292,7 @@ OVERHEAD_COLUMNS = [
 
 
 def overhead_rows(o: dict[str, Any]) -> list[list[str]]:
-    med, ratio = o["median_us"], o["ratio"]
-    return [
-        [
-            OPERATION_LABELS[op],
-            number(med["plain"][op]),
-            number(med["unwatched"][op]),
-            number(med["watched"][op]),
-            f"{ratio['unwatched'][op]:.2f}x",
-            f"{ratio['watched'][op]:.2f}x",
-        ]
-        for op in OPERATIONS
-    ] + _floor_rows(o)
+    return _variant_rows(o["median_us"], o["ratio"], number) + _floor_rows(o)
 
 
 def _floor_rows(o: dict[str, Any]) -> list[list[str]]:

@@ -175,25 +175,16 @@ def callgrind_marker() -> int:
 def count_round(variant: str, iterations: int) -> None:
     """One round of ``variant`` under callgrind (``bench/overhead.py`` reads its parts): a warm-up
     round first, untimed, then the round with ``callgrind_marker`` around each loop."""
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
+    _set_up([variant])
     if variant != "plain":
         _watch(variant == "watched")
     one_round(max(10, iterations // 10))
     one_round(iterations, callgrind_marker)
 
 
-def serve(variants: list[str], iterations: int) -> None:
-    """Answer the driver's commands on stdin, one JSON line each on stdout.
-
-    ``round VARIANT [ITERATIONS]`` times one round; ``check`` reports what was loaded; ``quit``.
-    The driver alternates rounds between this process and the other one, so load from the rest
-    of the machine, which drifts, falls on every variant alike.
-    """
+def _set_up(variants: list[str]) -> tuple[bool, bool]:
+    """Set Django up and migrate the fresh database; refuse variants that do not fit the
+    settings. Whether ``reactive`` is installed, and whether its patches are applied."""
     import django
 
     django.setup()
@@ -206,6 +197,17 @@ def serve(variants: list[str], iterations: int) -> None:
     patched = hasattr(compiler.SQLInsertCompiler.execute_sql, "__wrapped__")
     if ("plain" in variants) == reactive_loaded or reactive_loaded != patched:
         raise SystemExit(f"variants {variants} do not fit the settings (reactive: {reactive_loaded})")
+    return reactive_loaded, patched
+
+
+def serve(variants: list[str], iterations: int) -> None:
+    """Answer the driver's commands on stdin, one JSON line each on stdout.
+
+    ``round VARIANT [ITERATIONS]`` times one round; ``check`` reports what was loaded; ``quit``.
+    The driver alternates rounds between this process and the other one, so load from the rest
+    of the machine, which drifts, falls on every variant alike.
+    """
+    reactive_loaded, patched = _set_up(variants)
     clock = measuring_clock()
     _reply({"ready": True, "settings": os.environ.get("DJANGO_SETTINGS_MODULE"), "clock": clock.__name__})
 

@@ -187,10 +187,8 @@ def value_text(value: Hashable) -> str:
     return "r" + repr(value)
 
 
-def _images_text(image: RowImage) -> dict[str, str]:
-    return {
-        column: f"i{value}" if type(value) is int else value_text(value) for column, value in image.items()
-    }
+def image_text(image: RowImage | None) -> dict[str, str] | None:
+    return None if image is None else {column: value_text(value) for column, value in image.items()}
 
 
 def encode_change(
@@ -204,21 +202,13 @@ def encode_change(
     The columns each updated row changed travel in ``"columns"``, a list beside ``"rows"`` (one
     entry per row, ``null`` for unknown), so a reader that predates them still reads the rows.
     """
-    # Loops with the images' texts inline: this runs for every committed write.
+    # One loop, no generators: this runs for every committed write.
     encoded = []
     columns = []
     any_columns = False
     for row in rows:
-        old, new = row.old, row.new
-        # row.changed_columns, inline; and an int's text too, without a call (most values).
-        changed = None if old is None or new is None else row.columns
-        encoded.append(
-            [
-                row.table,
-                None if old is None else _images_text(old),
-                None if new is None else _images_text(new),
-            ]
-        )
+        changed = row.changed_columns
+        encoded.append([row.table, image_text(row.old), image_text(row.new)])
         if changed is None:
             columns.append(None)
         else:

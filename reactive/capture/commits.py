@@ -151,10 +151,7 @@ def record(
     opaque = {table for table in opaque_tables if table not in ignored} if opaque_tables else set()
     if not rows and not opaque and not ends:
         return
-    try:
-        pending = connection.reactive_pending
-    except AttributeError:
-        pending = _pending(connection)
+    pending = _pending(connection)
     if pending.own or connection.in_atomic_block or not connection.get_autocommit():
         pending.add(set(connection.savepoint_ids), rows, opaque, ends)
     else:

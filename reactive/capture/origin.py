@@ -57,7 +57,7 @@ def current(rows: Iterable[RowChange] = (), opaque_tables: Collection[str] = ())
     """(process, what runs) for a commit made now in this context, which wrote these."""
     acting = _acting.get()
     if acting is None:
-        acting = _process_role or _role()
+        acting = _role()
         if ADMIN_LOG_TABLE in opaque_tables:
             acting = "admin"
         else:

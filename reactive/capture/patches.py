@@ -256,15 +256,14 @@ class _AutocommitTransaction:
         connection = self.connection
         if _local.finish_with is self:
             _local.finish_with = None
-        if self.version is not None:  # committed with the statement, whatever came after it
+        if self.committed:  # with the statement, whatever came after it
             commits.committed(connection, self.version)
             return
         if exc_type is None:
             try:
                 # Straight to the DB-API connection: none of this is a write to capture.
                 with connection.wrap_database_errors:
-                    if _local.begin_with is connection:
-                        _begin_now(connection)  # no statement took it
+                    _begin_now(connection)  # if no statement took it
                     version = commits.commit_own_transaction(connection)
             except BaseException:
                 self._rollback()
@@ -334,14 +333,14 @@ def _wrap_insert(original):
         with _own_transaction(self.connection, (table,)) as own:
             if (
                 own is not None
-                and _local.begin_with is self.connection  # own.statement_carries_begin, inline
+                and own.statement_carries_begin
                 and self.query.on_conflict is None
                 and len(self.query.objs) == 1
             ):
                 _record_insert_with_statement(own, self, returning_fields)
             with _in_compiler:
                 returned = original(self, returning_fields)
-            if own is not None and own.version is not None:
+            if own is not None and own.committed:
                 return returned  # recorded and committed with the statement
             if self.query.on_conflict == OnConflict.UPDATE:
                 # An upsert changes rows we did not read: every reader of the table is affected.
@@ -379,26 +378,19 @@ def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
     returned_rows = returned if isinstance(returned, list) else []
     returning = list(returning_fields or ())
     rows = []
-    columns = []
-    for field in fields:
-        try:
-            plain = field.reactive_plain_type
-        except AttributeError:
-            plain = plain_value_type(field)
-        columns.append((field, field.attname, field.column, plain))
+    columns = [(field, field.attname, field.column, plain_value_type(field)) for field in fields]
     for index, obj in enumerate(compiler.query.objs):
         image = {}
         for field, attname, column, plain in columns:
             value = getattr(obj, attname, None)
             if type(value) is plain or (value is None and plain is not None):
-                image[column] = value
+                image[column] = value  # canonical_value's own shortcut, without a call per value
             # An expression's value (a database default's) stays unknown.
             elif type(value) in PLAIN_TYPES or not hasattr(value, "resolve_expression"):
                 image[column] = canonical_value(field, value)
         if index < len(returned_rows):
             for field, value in zip(returning, returned_rows[index], strict=False):
-                plain = getattr(field, "reactive_plain_type", None)
-                image[field.column] = value if type(value) is plain else canonical_value(field, value)
+                image[field.column] = canonical_value(field, value)
         elif meta.pk.column not in image and getattr(obj, meta.pk.attname, None) is not None:
             image[meta.pk.column] = canonical_value(meta.pk, getattr(obj, meta.pk.attname))
         rows.append(RowChange(table, None, image))
