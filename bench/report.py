@@ -197,7 +197,7 @@ def ratio_rows(cells: list[dict[str, Any]], metric: str) -> tuple[list[str], lis
     index = {(c["system"], c["server"], c["subscribers"], c["rate"]): c for c in cells if c.get("summary")}
     baselines = sorted(
         {(c["system"], c["server"]) for c in cells if c["system"] != "reactive"},
-        key=lambda pair: list(SYSTEMS).index(pair[0]),
+        key=lambda pair: (list(SYSTEMS).index(pair[0]), pair[1]),  # not set order: renders repeat
     )
     columns = ["N", "writes/s"] + [label(*pair) for pair in baselines]
     rows = []
