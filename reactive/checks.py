@@ -21,7 +21,8 @@ from .settings import DEFAULTS, reactive_settings
 ROUTING_HINT = (
     "In the module ASGI_APPLICATION names (asgi.py), set application = ProtocolTypeRouter({"
     '"http": django_application, "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack('
-    "URLRouter(reactive.routing.websocket_urlpatterns)))}), as in step 2 of the README."
+    "URLRouter([*reactive.routing.websocket_urlpatterns, reactive.routing.not_found_route])))}), "
+    "as in step 2 of the README."
 )
 
 

@@ -49,7 +49,10 @@ def test_an_asgi_application_that_does_not_route_the_socket_gets_w004(applicatio
         [message] = reactive_messages({"reactive.W004"})
     assert says in message.msg, message.msg
     assert application in message.msg
-    assert "URLRouter(reactive.routing.websocket_urlpatterns)" in message.hint
+    assert (
+        "URLRouter([*reactive.routing.websocket_urlpatterns, reactive.routing.not_found_route])"
+        in message.hint
+    )
 
 
 @pytest.mark.parametrize("application", ["project.asgi.application", "tests.asgi_variants.wrapped"])
