@@ -122,12 +122,8 @@ def count_instructions(iterations: int, workdir: Path) -> dict[str, Any]:
         for old in workdir.glob(f"{out_file.name}*"):
             old.unlink()
         env = embedded_env(settings, workdir / f"count-{variant}.sqlite3", PYTHONHASHSEED="0")
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            "--dump-before=zlib_crc32",
-            f"--callgrind-out-file={out_file}",
-            sys.executable,
+        command = callgrind_command(
+            out_file,
             "-m",
             "bench.overhead_worker",
             "--variants",
@@ -135,7 +131,7 @@ def count_instructions(iterations: int, workdir: Path) -> dict[str, Any]:
             "--iterations",
             str(iterations),
             "--count",
-        ]
+        )
         log = (workdir / f"callgrind-{variant}.log").open("w")
         processes.append(
             (variant, out_file, log, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log))
@@ -152,7 +148,7 @@ def count_instructions(iterations: int, workdir: Path) -> dict[str, Any]:
             log.close()
         if code != 0:
             raise Broken(f"callgrind ({variant}) exited with {code}: see {log.name}")
-        per_operation[variant] = _loop_instructions(out_file, iterations)
+        per_operation[variant] = loop_instructions(out_file, iterations)
     return {
         "iterations": iterations,
         "per_operation": per_operation,
@@ -163,7 +159,20 @@ def count_instructions(iterations: int, workdir: Path) -> dict[str, Any]:
     }
 
 
-def _loop_instructions(out_file: Path, iterations: int) -> dict[str, float]:
+def callgrind_command(out_file: Path, *args: str) -> list[str]:
+    """``python *args`` under callgrind, its profile (``out_file``) cut into parts at each call
+    of ``zlib.crc32`` (``overhead_worker.callgrind_marker``)."""
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--dump-before=zlib_crc32",
+        f"--callgrind-out-file={out_file}",
+        sys.executable,
+        *args,
+    ]
+
+
+def loop_instructions(out_file: Path, iterations: int) -> dict[str, float]:
     """Instructions per operation from the parts of one counted round: part 1 is everything
     before the first loop; then each loop, and what ran between two loops, in turn."""
     totals = []
