@@ -176,10 +176,13 @@ def write_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             TRACKING,
             f"worst: {unwatched_max:.2f}x unwatched, {watched_max:.2f}x watched ({worst}){in_instructions}",
             unwatched_max <= 1.3 and watched_max <= 1.5,
-            "one change record per transaction: its INSERT, and in autocommit mode a BEGIN/COMMIT of "
-            f"its own around the statement ({_floor_text(tracking)}); save() sets every column, so "
-            "a watched save() still SELECTs the old values first (other updates and deletes take them "
-            "by RETURNING); the Python that builds row images and the record's JSON",
+            "mostly the capture's Python: the row image, the record's JSON and the transaction's "
+            "bookkeeping (a SQLite trigger appending the record costs the database little, and the "
+            "capture tried that way costs as much: bench/README.md, the trigger probe); then one "
+            "change record per transaction: its INSERT, and in autocommit mode a BEGIN/COMMIT of its "
+            f"own around the statement ({_floor_text(tracking)}); save() sets every column, so a "
+            "watched save() still SELECTs the old values first (other updates and deletes take them "
+            "by RETURNING)",
             ("tracking",),
         )
     )
