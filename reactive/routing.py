@@ -30,7 +30,7 @@ async def websocket_not_found(scope: dict[str, Any], receive: Any, send: Any) ->
     message = await receive()
     if message["type"] != "websocket.connect":  # the client went away first
         return
-    if HTTP_RESPONSE_EXTENSION in scope.get("extensions", {}):
+    if HTTP_RESPONSE_EXTENSION in (scope.get("extensions") or {}):
         body = b"Not Found: no WebSocket is served at this path.\n"
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
         await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
