@@ -3,9 +3,11 @@
 
 Channels' ``URLRouter`` answers a WebSocket to a path no route matches with an exception: the
 server logs a traceback and fails the handshake with an HTTP 500. ``not_found_route`` matches
-every path instead, and refuses the handshake as Django answers an unknown page: a 404 where the
-ASGI server can answer a handshake with a response (uvicorn), else a 403 (Daphne), and one
-``Not Found`` line in the log.
+every path instead: it refuses the handshake (the server answers 403, as Channels' own
+``WebsocketDenier`` does) and logs one ``Not Found`` line, as Django does for an unknown page.
+
+It does not answer 404 through the ASGI ``websocket.http.response`` extension: uvicorn's default
+WebSocket implementation sends that response but then logs an error for the handshake, every time.
 """
 
 import logging
@@ -20,22 +22,13 @@ logger = logging.getLogger("reactive.routing")
 
 websocket_urlpatterns = [path(reactive_settings.WEBSOCKET_PATH, ReactiveConsumer.as_asgi())]
 
-# The ASGI extension that lets an application answer a WebSocket handshake with an HTTP response.
-HTTP_RESPONSE_EXTENSION = "websocket.http.response"
-
 
 async def websocket_not_found(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Refuse a WebSocket handshake to a path nothing serves (an ASGI application)."""
-    logger.warning("Not Found: WebSocket %s", scope.get("path", ""))
+    # Escaped as Django escapes a path it logs: a decoded "%0A" must not start a forged line.
+    logger.warning("Not Found: WebSocket %s", scope.get("path", "").encode("unicode_escape").decode("ascii"))
     message = await receive()
-    if message["type"] != "websocket.connect":  # the client went away first
-        return
-    if HTTP_RESPONSE_EXTENSION in (scope.get("extensions") or {}):
-        body = b"Not Found: no WebSocket is served at this path.\n"
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
+    if message["type"] == "websocket.connect":  # else the client went away first
         await send({"type": "websocket.close"})  # before accepting: the server answers 403
 
 
