@@ -112,43 +112,12 @@ def count_instructions(iterations: int, workdir: Path) -> dict[str, Any]:
     """Each variant's round once more, under callgrind: instructions per operation, which do not
     depend on what else the machine does (CPU time here swings by tens of percent between rounds).
     What they leave out is time outside the process's instructions (system calls, cache misses).
-
-    The three variants run at once, each in its own process on a fresh SQLite database, with
-    ``PYTHONHASHSEED=0`` (hash order decides some work in dicts and sets).
     """
-    processes = []
-    for variant, settings in COUNT_VARIANTS:
-        out_file = workdir / f"callgrind-{variant}.out"
-        for old in workdir.glob(f"{out_file.name}*"):
-            old.unlink()
-        env = embedded_env(settings, workdir / f"count-{variant}.sqlite3", PYTHONHASHSEED="0")
-        command = callgrind_command(
-            out_file,
-            "-m",
-            "bench.overhead_worker",
-            "--variants",
-            variant,
-            "--iterations",
-            str(iterations),
-            "--count",
-        )
-        log = (workdir / f"callgrind-{variant}.log").open("w")
-        processes.append(
-            (variant, out_file, log, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log))
-        )
-    per_operation: dict[str, dict[str, float]] = {}
-    for variant, out_file, log, process in processes:
-        try:
-            code = process.wait(timeout=COUNT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise Broken(f"callgrind ({variant}) still ran after {COUNT_TIMEOUT_S:.0f} s") from None
-        finally:
-            log.close()
-        if code != 0:
-            raise Broken(f"callgrind ({variant}) exited with {code}: see {log.name}")
-        per_operation[variant] = loop_instructions(out_file, iterations)
+    workers = {
+        variant: (settings, ["-m", "bench.overhead_worker", "--variants", variant, "--count"])
+        for variant, settings in COUNT_VARIANTS
+    }
+    per_operation = count_rounds(workers, iterations, workdir)
     return {
         "iterations": iterations,
         "per_operation": per_operation,
@@ -159,7 +128,47 @@ def count_instructions(iterations: int, workdir: Path) -> dict[str, Any]:
     }
 
 
-def callgrind_command(out_file: Path, *args: str) -> list[str]:
+def count_rounds(
+    workers: dict[str, tuple[str, list[str]]], iterations: int, workdir: Path
+) -> dict[str, dict[str, float]]:
+    """Instructions per operation of each of ``workers`` (name: settings module, ``python``
+    arguments of a worker that runs one round with ``overhead_worker.callgrind_marker`` around each
+    loop, given ``--iterations``), counted under callgrind.
+
+    They run at once, each in its own process on a fresh SQLite database, with
+    ``PYTHONHASHSEED=0`` (hash order decides some work in dicts and sets).
+    """
+    processes = []
+    for name, (settings, args) in workers.items():
+        out_file = workdir / f"callgrind-{name}.out"
+        for old in workdir.glob(f"{out_file.name}*"):
+            old.unlink()
+        env = embedded_env(settings, workdir / f"count-{name}.sqlite3", PYTHONHASHSEED="0")
+        command = _callgrind_command(out_file, *args, "--iterations", str(iterations))
+        log = (workdir / f"callgrind-{name}.log").open("w")
+        processes.append(
+            (name, out_file, log, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log))
+        )
+    per_operation: dict[str, dict[str, float]] = {}
+    try:
+        for name, out_file, log, process in processes:
+            try:
+                code = process.wait(timeout=COUNT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                raise Broken(f"callgrind ({name}) still ran after {COUNT_TIMEOUT_S:.0f} s") from None
+            if code != 0:
+                raise Broken(f"callgrind ({name}) exited with {code}: see {log.name}")
+            per_operation[name] = _loop_instructions(out_file, iterations)
+    finally:
+        for _, _, log, process in processes:  # none left behind when one fails
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+    return per_operation
+
+
+def _callgrind_command(out_file: Path, *args: str) -> list[str]:
     """``python *args`` under callgrind, its profile (``out_file``) cut into parts at each call
     of ``zlib.crc32`` (``overhead_worker.callgrind_marker``)."""
     return [
@@ -172,7 +181,7 @@ def callgrind_command(out_file: Path, *args: str) -> list[str]:
     ]
 
 
-def loop_instructions(out_file: Path, iterations: int) -> dict[str, float]:
+def _loop_instructions(out_file: Path, iterations: int) -> dict[str, float]:
     """Instructions per operation from the parts of one counted round: part 1 is everything
     before the first loop; then each loop, and what ran between two loops, in turn."""
     totals = []

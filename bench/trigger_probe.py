@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.overhead import COUNT_TIMEOUT_S, callgrind_command, loop_instructions
+from bench.overhead import count_rounds
 from bench.overhead_worker import OPERATION_LABELS, OPERATIONS, callgrind_marker, one_round
 from bench.servers import embedded_env
 from bench.tables import md_table
@@ -133,7 +133,7 @@ def worker_cpu(rounds: int, iterations: int) -> None:
 
 def _count(iterations: int, workdir: Path) -> dict[str, dict[str, float]]:
     """Instructions per operation of plain, trigger and reactive's unwatched capture, at once."""
-    variants = {
+    workers = {
         "plain": ("bench.settings_plain", ["-m", "bench.trigger_probe", "--worker-count", "plain"]),
         "trigger": ("bench.settings_plain", ["-m", "bench.trigger_probe", "--worker-count", "trigger"]),
         "unwatched": (
@@ -141,23 +141,7 @@ def _count(iterations: int, workdir: Path) -> dict[str, dict[str, float]]:
             ["-m", "bench.overhead_worker", "--variants", "unwatched", "--count"],
         ),
     }
-    running = []
-    for variant, (settings, args) in variants.items():
-        out_file = workdir / f"callgrind-{variant}.out"
-        env = embedded_env(settings, workdir / f"{variant}.sqlite3", PYTHONHASHSEED="0")
-        command = callgrind_command(out_file, *args, "--iterations", str(iterations))
-        log = (workdir / f"{variant}.log").open("w")
-        running.append(
-            (variant, out_file, log, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log))
-        )
-    counts = {}
-    for variant, out_file, log, process in running:
-        code = process.wait(timeout=COUNT_TIMEOUT_S)
-        log.close()
-        if code != 0:
-            raise SystemExit(f"callgrind ({variant}) exited with {code}: see {log.name}")
-        counts[variant] = loop_instructions(out_file, iterations)
-    return counts
+    return count_rounds(workers, iterations, workdir)
 
 
 def main() -> None:

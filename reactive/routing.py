@@ -8,6 +8,8 @@ every path instead: it refuses the handshake (the server answers 403, as Channel
 
 It does not answer 404 through the ASGI ``websocket.http.response`` extension: uvicorn's default
 WebSocket implementation sends that response but then logs an error for the handshake, every time.
+It is a plain ASGI function, not ``WebsocketDenier``: a consumer first takes a channel of the
+channel layer (with Redis, a round trip) for every socket it refuses.
 """
 
 import logging
