@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 
@@ -113,12 +114,14 @@ def depends_on(dependency_columns: frozenset[str] | None, changed: frozenset[str
 RowImage = dict[str, Hashable]
 
 
-@dataclass(frozen=True, slots=True)
-class RowChange:
+class RowChange(NamedTuple):
     """One written row: its values before (``None`` for an insert) and after (``None`` for a delete).
 
     ``columns``, for an update, are the columns it assigned a possibly different value; ``None``
     (unknown, and always for an insert or a delete) stands for every column.
+
+    A named tuple (immutable, as the record it goes into): one is made for every row written,
+    and a tuple is the cheapest object Python makes.
     """
 
     table: str
@@ -188,7 +191,13 @@ def value_text(value: Hashable) -> str:
 
 
 def image_text(image: RowImage | None) -> dict[str, str] | None:
-    return None if image is None else {column: value_text(value) for column, value in image.items()}
+    if image is None:
+        return None
+    text = {}
+    for column, value in image.items():  # a loop: a comprehension is a call of its own (3.11)
+        # value_text's most common case inline: the call would cost more than the work.
+        text[column] = f"i{value}" if type(value) is int else value_text(value)
+    return text
 
 
 def encode_change(
@@ -206,10 +215,9 @@ def encode_change(
     encoded = []
     columns = []
     any_columns = False
-    for row in rows:
-        changed = row.changed_columns
-        encoded.append([row.table, image_text(row.old), image_text(row.new)])
-        if changed is None:
+    for table, old, new, changed in rows:
+        encoded.append([table, image_text(old), image_text(new)])
+        if changed is None or old is None or new is None:  # RowChange.changed_columns
             columns.append(None)
         else:
             any_columns = True

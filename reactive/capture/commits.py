@@ -79,21 +79,16 @@ def tracks(table: str) -> bool:
     return _sink is not None and table not in reactive_settings.IGNORED_TABLES
 
 
-class _Part:
-    __slots__ = ("opaque_tables", "revoked", "rows", "savepoints")
-
-    def __init__(
-        self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str]
-    ) -> None:
-        self.savepoints = savepoints
-        self.rows = rows
-        self.opaque_tables = opaque_tables
-        self.revoked = revoked
+_EMPTY: frozenset[str] = frozenset()
+# One write of a transaction: the savepoints open when it ran, then what ``record`` was given
+# (rows, tables written without rows, sign-ins ended). A plain tuple: one is made for every write.
+_Part = tuple[frozenset[str], list[RowChange], frozenset[str], frozenset[str]]
 
 
 class PendingCommit:
     """The open transaction of one connection: its writes, by the savepoints they were made in,
-    and whether the write patches opened it (around a write made in autocommit mode).
+    and whether the write patches opened it (``own``: around a write made in autocommit mode,
+    while Django still sees autocommit).
 
     Kept on the connection itself (``connection.reactive_pending``): connections are per
     thread, and one that is thrown away takes its buffer with it.
@@ -105,20 +100,29 @@ class PendingCommit:
         self.parts: list[_Part] = []
         self.own = False
 
-    def add(
-        self, savepoints: set[str], rows: list[RowChange], opaque_tables: set[str], revoked: frozenset[str]
-    ) -> None:
-        self.parts.append(_Part(savepoints, rows, opaque_tables, revoked))
-
     def drop_savepoint(self, sid: str) -> None:
-        self.parts = [part for part in self.parts if sid not in part.savepoints]
+        self.parts = [part for part in self.parts if sid not in part[0]]
 
     def clear(self) -> None:
         self.parts = []
         self.own = False
 
+    def encoded(self) -> str | None:
+        """The transaction's change record, encoded; None if it wrote nothing watchable."""
+        parts = self.parts
+        if not parts or _sink is None:
+            return None
+        if len(parts) == 1:  # most transactions: one write
+            _savepoints, rows, opaque, revoked = parts[0]
+        else:
+            rows = [row for part in parts for row in part[1]]
+            opaque = _EMPTY.union(*(part[2] for part in parts))
+            revoked = _EMPTY.union(*(part[3] for part in parts))
+        return encode_change(rows, opaque, revoked, origin.current(rows, opaque))
 
-def _pending(connection) -> PendingCommit:
+
+def pending_commit(connection) -> PendingCommit:
+    """``connection``'s open transaction, as the capture sees it."""
     try:
         return connection.reactive_pending
     except AttributeError:  # the connection's first transaction
@@ -147,13 +151,17 @@ def record(
     if revoked:
         ends = ends.union(revoked)
     ignored = reactive_settings.IGNORED_TABLES
-    rows = [row for row in rows if row.table not in ignored]
-    opaque = {table for table in opaque_tables if table not in ignored} if opaque_tables else set()
+    for row in rows:  # a loop, not a comprehension: most writes keep every row
+        if row.table in ignored:
+            rows = [row for row in rows if row.table not in ignored]
+            break
+    opaque = frozenset(table for table in opaque_tables if table not in ignored) if opaque_tables else _EMPTY
     if not rows and not opaque and not ends:
         return
-    pending = _pending(connection)
+    pending = pending_commit(connection)
     if pending.own or connection.in_atomic_block or not connection.get_autocommit():
-        pending.add(set(connection.savepoint_ids), rows, opaque, ends)
+        savepoints = connection.savepoint_ids
+        pending.parts.append((frozenset(savepoints) if savepoints else _EMPTY, rows, opaque, ends))
     else:
         # A statement the patches do not wrap (a schema change in autocommit mode) has committed
         # on its own: its record follows, in a transaction of its own on that same connection
@@ -161,7 +169,7 @@ def record(
         connection.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
         try:
             pending.clear()
-            pending.add(set(), rows, opaque, ends)
+            pending.parts.append((_EMPTY, rows, opaque, ends))
             connection.commit()
         except BaseException:
             connection.rollback()
@@ -170,52 +178,20 @@ def record(
             connection.set_autocommit(True)
 
 
-def begin_own_transaction(connection) -> None:
-    """The write patches opened a transaction around a write made in autocommit mode (Django
-    still sees autocommit): buffer its writes until they end it with ``committed`` or
-    ``rolled_back``."""
-    _pending(connection).own = True
-
-
 def in_own_transaction(connection) -> bool:
-    try:  # inline, not _pending(): asked before every write made in autocommit mode
-        return connection.reactive_pending.own
-    except AttributeError:
-        return False
+    """Whether the write patches opened ``connection``'s open transaction."""
+    return pending_commit(connection).own
 
 
 def savepoint_rolled_back(connection, sid: str) -> None:
-    _pending(connection).drop_savepoint(sid)
+    pending_commit(connection).drop_savepoint(sid)
 
 
 def before_commit(connection) -> int | None:
     """Append the transaction's change record to the log, inside the transaction; its version
     (None: the transaction wrote nothing watchable)."""
-    changes = pending_changes(connection)
+    changes = pending_commit(connection).encoded()
     return None if changes is None else logtable.append(connection, changes)
-
-
-def commit_own_transaction(connection) -> int | None:
-    """COMMIT the transaction the write patches opened (``begin_own_transaction``), with its
-    change record appended first: one round trip on Postgres. The record's version, or None."""
-    return logtable.append_and_commit(connection, pending_changes(connection))
-
-
-def pending_changes(connection) -> str | None:
-    """The open transaction's change record, encoded; None if it wrote nothing watchable."""
-    try:
-        parts = connection.reactive_pending.parts
-    except AttributeError:
-        return None
-    if not parts or _sink is None:
-        return None
-    if len(parts) == 1:  # most transactions: one write
-        rows, opaque, revoked = parts[0].rows, parts[0].opaque_tables, parts[0].revoked
-    else:
-        rows = [row for part in parts for row in part.rows]
-        opaque = {table for part in parts for table in part.opaque_tables}
-        revoked = frozenset().union(*(part.revoked for part in parts))
-    return encode_change(rows, opaque, revoked, origin.current(rows, opaque))
 
 
 def committed(connection, version: int | None) -> None:
@@ -236,7 +212,7 @@ def committed(connection, version: int | None) -> None:
 
 def rolled_back(connection) -> None:
     """The connection's transaction rolled back (or the connection closed): forget its writes."""
-    _pending(connection).clear()
+    pending_commit(connection).clear()
 
 
 class CommitVersions:

@@ -44,10 +44,11 @@ def append(connection, changes: str) -> int | None:
     return capture_cursor(connection).execute(_SQLITE_APPEND, (_sqlite_created(), changes)).lastrowid
 
 
-def append_and_commit(connection, changes: str | None) -> int | None:
+def append_and_commit(connection, changes: str | None, cursor=None) -> int | None:
     """Add a record (unless ``changes`` is None) and COMMIT the open transaction; the record's
     version. On Postgres both go in one statement string, so one round trip: the record's text
-    is sent as a quoted literal, there being no parameters across several statements."""
+    is sent as a quoted literal, there being no parameters across several statements. On
+    SQLite, through ``cursor`` (else ``capture_cursor``)."""
     if connection.vendor == "postgresql":
         raw = connection.connection
         if changes is None or not available(connection):
@@ -57,7 +58,8 @@ def append_and_commit(connection, changes: str | None) -> int | None:
 
         literal = sql.Literal(changes).as_string(raw)
         return raw.execute(f"{_PG_APPEND % literal}; COMMIT").fetchone()[0] + 1
-    cursor = capture_cursor(connection)
+    if cursor is None:
+        cursor = capture_cursor(connection)
     version = None
     if changes is not None and available(connection):
         version = cursor.execute(_SQLITE_APPEND, (_sqlite_created(), changes)).lastrowid
@@ -85,14 +87,9 @@ def capture_cursor(connection):
     """A DB-API cursor kept for the write capture's own statements on ``connection``'s current
     DB-API connection: ``Connection.execute`` would make a new one for each (on SQLite BEGIN, the
     record and COMMIT: three per write made in autocommit mode)."""
-    raw = connection.connection
-    try:
-        kept_on, cursor = connection.reactive_cursor
-    except AttributeError:
-        kept_on = None
-    if kept_on is not raw:
-        cursor = raw.cursor()
-        connection.reactive_cursor = (raw, cursor)
+    cursor = getattr(connection, "reactive_cursor", None)
+    if cursor is None or cursor.connection is not connection.connection:  # a new DB-API connection
+        cursor = connection.reactive_cursor = connection.connection.cursor()
     return cursor
 
 

@@ -56,31 +56,29 @@ def process_role(argv: list[str] | None = None) -> str:
 def current(rows: Iterable[RowChange] = (), opaque_tables: Collection[str] = ()) -> tuple[str, str]:
     """(process, what runs) for a commit made now in this context, which wrote these."""
     acting = _acting.get()
-    if acting is None:
-        acting = _role()
-        if ADMIN_LOG_TABLE in opaque_tables:
-            acting = "admin"
-        else:
-            for row in rows:  # a loop, not any(): this runs for every committed write
-                if row.table == ADMIN_LOG_TABLE:
-                    acting = "admin"
-                    break
-    return _process or process_name(), acting
+    if acting is not None:
+        return process_name(), acting
+    for row in rows:  # a loop, not any(): this runs for every committed write
+        if row.table == ADMIN_LOG_TABLE:
+            return process_name(), "admin"
+    if ADMIN_LOG_TABLE in opaque_tables:
+        return process_name(), "admin"
+    return _this_process or _process_origin()
 
 
-def _role() -> str:
-    global _process_role
-    if _process_role is None:
-        _process_role = process_role()
-    return _process_role
+def _process_origin() -> tuple[str, str]:
+    """(process, its role): the origin of most commits, made once."""
+    global _this_process
+    _this_process = (process_name(), process_role())
+    return _this_process
 
 
-_process_role: str | None = None
+_this_process: tuple[str, str] | None = None
 
 
 def _forget_process() -> None:
-    global _process, _process_role
-    _process = _process_role = None
+    global _process, _this_process
+    _process = _this_process = None
 
 
 os.register_at_fork(after_in_child=_forget_process)

@@ -56,7 +56,7 @@ class _Local(threading.local):
     last_sql: Any = None  # the last statement a cursor ran, for the running compiler's read set
     begin_with: Any = None  # the connection whose own transaction's BEGIN rides with its next statement
     # The own transaction whose record and COMMIT ride with that statement too (Postgres).
-    finish_with: _AutocommitTransaction | None = None
+    finish_with: _PostgresOwnTransaction | None = None
 
 
 _local = _Local()
@@ -159,23 +159,79 @@ def _own_transaction(connection, tables: Iterable[str]) -> AbstractContextManage
     # get_autocommit() connects first; once connected, its answer is the attribute.
     if not (connection.autocommit if connection.connection is not None else connection.get_autocommit()):
         return _NO_TRANSACTION  # a transaction managed by hand: its commit() appends the record
-    if commits.in_own_transaction(connection):
+    pending = commits.pending_commit(connection)
+    if pending.own:
         return _NO_TRANSACTION  # a write inside the one being wrapped (an update's related updates)
-    return _AutocommitTransaction(connection)
+    if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get(
+        "server_side_binding"
+    ):
+        return _PostgresOwnTransaction(connection, pending)
+    return _OwnTransaction(connection, pending)
 
 
 _NO_TRANSACTION = nullcontext()
 
 
-class _AutocommitTransaction:
+class _OwnTransaction:
     """BEGIN, the write, the change record, COMMIT, straight on the DB-API connection.
 
     ``transaction.atomic()`` would turn autocommit off and on again and keep savepoint and
     on-commit bookkeeping that one statement does not need. Django stays in autocommit mode
     throughout: the write runs as it would without ``reactive``, only inside a transaction that
-    ``commits`` knows is open.
+    ``commits`` knows is open (``PendingCommit.own``). Errors of the capture's own statements
+    become Django's (``wrap_database_errors``) where they happen, not around every statement.
+    """
 
-    Postgres counts round trips. The BEGIN rides with the write's first statement (``"BEGIN; "``
+    __slots__ = ("connection", "cursor", "pending")
+
+    # Whether the BEGIN is still to send, with the write's statement (Postgres).
+    statement_carries_begin = False
+    # Whether the write's statement committed the transaction (and recorded its change).
+    committed = False
+
+    def __init__(self, connection, pending: commits.PendingCommit) -> None:
+        self.connection = connection
+        self.pending = pending
+
+    def __enter__(self) -> _OwnTransaction:
+        connection = self.connection
+        self.pending.own = True
+        mode = getattr(connection, "transaction_mode", None)  # SQLite: IMMEDIATE takes the lock now
+        self.cursor = cursor = logtable.capture_cursor(connection)
+        try:
+            cursor.execute(f"BEGIN {mode}" if mode else "BEGIN")
+        except BaseException:
+            self.pending.clear()
+            with connection.wrap_database_errors:
+                raise
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None:
+            self._rollback()
+            return
+        connection = self.connection
+        try:
+            version = logtable.append_and_commit(connection, self.pending.encoded(), self.cursor)
+        except BaseException:
+            self._rollback()
+            with connection.wrap_database_errors:
+                raise
+        commits.committed(connection, version)
+
+    def _rollback(self) -> None:
+        """Undo the write; the error that got here is the one worth raising, not the ROLLBACK's
+        on a connection that broke meanwhile."""
+        self.pending.clear()
+        connection = self.connection
+        raw = connection.connection
+        if raw is not None and _in_transaction(connection):
+            with suppress(Exception), connection.wrap_database_errors:
+                raw.execute("ROLLBACK")
+
+
+class _PostgresOwnTransaction(_OwnTransaction):
+    """Postgres counts round trips. The BEGIN rides with the write's first statement (``"BEGIN; "``
     before its SQL, where Django binds parameters on the client, its default). Where the write's
     change is known before it runs (``record_with_statement``: an insert of one row, an update or
     delete of a table no query watches), the record and the COMMIT ride with it too: one round
@@ -183,29 +239,17 @@ class _AutocommitTransaction:
     (``logtable.append_and_commit``): two round trips.
     """
 
-    __slots__ = ("changes", "connection", "inserted_key", "version")
+    __slots__ = ("changes", "inserted_key", "version")
 
-    def __init__(self, connection) -> None:
-        self.connection = connection
+    def __init__(self, connection, pending: commits.PendingCommit) -> None:
+        super().__init__(connection, pending)
         self.changes: Callable[[], tuple[list[RowChange], set[str]]] | None = None
         self.inserted_key: tuple[str, str] | None = None
         self.version: int | None = None  # set once committed with the statement
 
-    def __enter__(self) -> _AutocommitTransaction:
-        connection = self.connection
-        commits.begin_own_transaction(connection)
-        if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get(
-            "server_side_binding"
-        ):
-            _local.begin_with = connection  # sent with the next statement (_execute)
-            return self
-        mode = getattr(connection, "transaction_mode", None)  # SQLite: IMMEDIATE takes the lock now
-        try:
-            with connection.wrap_database_errors:
-                logtable.capture_cursor(connection).execute(f"BEGIN {mode}" if mode else "BEGIN")
-        except BaseException:
-            commits.rolled_back(connection)
-            raise
+    def __enter__(self) -> _PostgresOwnTransaction:
+        self.pending.own = True
+        _local.begin_with = self.connection  # sent with the next statement (_execute)
         return self
 
     def record_with_statement(
@@ -215,7 +259,7 @@ class _AutocommitTransaction:
     ) -> None:
         """The write's change is ``changes()`` (rows, opaque tables), known once its statement is
         compiled: record it then, and send the record and the COMMIT with the statement. Only
-        while the BEGIN is still to send with it (``statement_carries_begin``, Postgres).
+        while the BEGIN is still to send with it (``statement_carries_begin``).
         ``inserted_key``: (table, column) of the key the database gives the one row inserted,
         filled into the record by the database."""
         self.changes = changes
@@ -224,12 +268,10 @@ class _AutocommitTransaction:
 
     @property
     def statement_carries_begin(self) -> bool:
-        """Whether the BEGIN is still to send, with the write's statement (Postgres)."""
         return _local.begin_with is self.connection
 
     @property
     def committed(self) -> bool:
-        """Whether the write's statement committed the transaction (and recorded its change)."""
         return self.version is not None
 
     def execute_and_commit(self, original, cursor, sql: str, args, kwargs) -> Any:
@@ -238,7 +280,7 @@ class _AutocommitTransaction:
         connection = self.connection
         rows, opaque = self.changes()
         commits.record(connection, rows, opaque)
-        changes = commits.pending_changes(connection)
+        changes = self.pending.encoded()
         if changes is None:  # nothing to record after all
             return _execute_after_begin(original, cursor, sql, args, kwargs)
         params = args[0] if args else kwargs.get("params")
@@ -253,34 +295,27 @@ class _AutocommitTransaction:
         return result
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        connection = self.connection
         if _local.finish_with is self:
             _local.finish_with = None
         if self.committed:  # with the statement, whatever came after it
-            commits.committed(connection, self.version)
+            commits.committed(self.connection, self.version)
             return
         if exc_type is None:
             try:
                 # Straight to the DB-API connection: none of this is a write to capture.
-                with connection.wrap_database_errors:
-                    _begin_now(connection)  # if no statement took it
-                    version = commits.commit_own_transaction(connection)
+                with self.connection.wrap_database_errors:
+                    _begin_now(self.connection)  # if no statement took it
+                    version = logtable.append_and_commit(self.connection, self.pending.encoded())
             except BaseException:
                 self._rollback()
                 raise
-            commits.committed(connection, version)
+            commits.committed(self.connection, version)
         else:
             self._rollback()
 
     def _rollback(self) -> None:
-        """Undo the write; the error that got here is the one worth raising, not the ROLLBACK's
-        on a connection that broke meanwhile."""
-        commits.rolled_back(self.connection)
         _local.begin_with = None
-        raw = self.connection.connection
-        if raw is not None and _in_transaction(self.connection):
-            with suppress(Exception), self.connection.wrap_database_errors:
-                raw.execute("ROLLBACK")
+        super()._rollback()
 
 
 def _begin_now(connection) -> None:
@@ -354,7 +389,7 @@ def _wrap_insert(original):
     return execute_sql
 
 
-def _record_insert_with_statement(own: _AutocommitTransaction, compiler, returning_fields) -> None:
+def _record_insert_with_statement(own: _PostgresOwnTransaction, compiler, returning_fields) -> None:
     """One row inserted in a transaction of its own: its image is known once the statement is
     compiled (``pre_save`` has run), but for the key the database gives it, which the database
     fills into the record itself."""
@@ -372,14 +407,15 @@ def _record_insert_with_statement(own: _AutocommitTransaction, compiler, returni
 
 
 def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
-    meta = compiler.query.get_meta()
+    """The rows an INSERT wrote: the values it set, and those the database returned (its key)."""
+    query = compiler.query
+    meta = query.get_meta()
     table = meta.db_table
-    fields = [f for f in compiler.query.fields if f.concrete]
-    returned_rows = returned if isinstance(returned, list) else []
-    returning = list(returning_fields or ())
+    # (field, attname, column, plain type) of each column the INSERT sets.
+    columns = [(f, f.attname, f.column, plain_value_type(f)) for f in query.fields if f.concrete]
+    returned_rows = returned if type(returned) is list else ()
     rows = []
-    columns = [(field, field.attname, field.column, plain_value_type(field)) for field in fields]
-    for index, obj in enumerate(compiler.query.objs):
+    for index, obj in enumerate(query.objs):
         image = {}
         for field, attname, column, plain in columns:
             value = getattr(obj, attname, None)
@@ -389,10 +425,12 @@ def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
             elif type(value) in PLAIN_TYPES or not hasattr(value, "resolve_expression"):
                 image[column] = canonical_value(field, value)
         if index < len(returned_rows):
-            for field, value in zip(returning, returned_rows[index], strict=False):
+            for field, value in zip(returning_fields, returned_rows[index], strict=False):
                 image[field.column] = canonical_value(field, value)
-        elif meta.pk.column not in image and getattr(obj, meta.pk.attname, None) is not None:
-            image[meta.pk.column] = canonical_value(meta.pk, getattr(obj, meta.pk.attname))
+        else:
+            pk = meta.pk
+            if pk.column not in image and getattr(obj, pk.attname, None) is not None:
+                image[pk.column] = canonical_value(pk, getattr(obj, pk.attname))
         rows.append(RowChange(table, None, image))
     return rows
 
@@ -432,7 +470,7 @@ def _wrap_update(original):
 
 
 def _write_table(
-    own: _AutocommitTransaction | None,
+    own: _OwnTransaction | None,
     connection,
     table: str,
     run: Callable[[], Any],
