@@ -5,8 +5,9 @@ The table is ``models.ChangeLogEntry``. A record's version is its id on SQLite a
 Postgres:
 
 - SQLite has one writer at a time, and the record is inserted while the transaction holds the
-  write lock, so id order is commit order. AUTOINCREMENT (Django's AutoField on SQLite) never
-  reuses an id, even once older rows are deleted.
+  write lock, so id order is commit order. The id is a rowid without AUTOINCREMENT (migration
+  0006): SQLite gives a new row the highest id plus one, and ``prune`` always keeps the newest
+  record, so an id is never reused.
 - Postgres allocates ids (and transaction ids) when transactions start writing, not when they
   commit, so a later id can be visible while an earlier one is still in progress. Each record
   stores its transaction's id (``pg_current_xact_id()``, 64 bits, never wraps), and readers read
@@ -218,10 +219,7 @@ _present: set[tuple[str, str]] = set()
 _warned: set[tuple[str, str]] = set()
 
 _SQLITE_APPEND = f"INSERT INTO {LOG_TABLE} (created, changes) VALUES (?, ?)"
-_SQLITE_HEAD = (
-    f"SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{LOG_TABLE}'), "
-    f"(SELECT max(id) FROM {LOG_TABLE}))"
-)
+_SQLITE_HEAD = f"SELECT max(id) FROM {LOG_TABLE}"
 _SQLITE_READ = f"SELECT id, changes FROM {LOG_TABLE} WHERE id > %s ORDER BY id LIMIT %s"
 _SQLITE_PRUNE_POINT = (
     f"SELECT max(point) FROM ("
