@@ -216,7 +216,9 @@ def encode_change(
     columns = []
     any_columns = False
     for table, old, new, changed in rows:
-        encoded.append([table, image_text(old), image_text(new)])
+        encoded.append(
+            [table, None if old is None else image_text(old), None if new is None else image_text(new)]
+        )
         if changed is None or old is None or new is None:  # RowChange.changed_columns
             columns.append(None)
         else:

@@ -110,7 +110,8 @@ class LogTail:
     def committed_here(self) -> None:
         """This process committed a record: read at once."""
         self._committed_here_at = time.monotonic()
-        self.wake()
+        if not self.changed:  # else a read is due already (see wake)
+            self.wake()
 
     def committed_here_within(self, seconds: float) -> bool:
         """Whether this process committed a record in the last ``seconds``: the read that commit

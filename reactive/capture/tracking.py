@@ -100,7 +100,7 @@ def _as_configured(read_set: ReadSet) -> ReadSet:
 
 def forbid_write() -> None:
     """Called before any write: inside a query run it is an error."""
-    tracker = current()
+    tracker = _local.tracker  # current(), inline: this runs for every write
     if tracker is not None:
         error = WriteInQuery.in_function(tracker.function_name)
         # Logged here, where it happens: the query may catch the error and return normally.
