@@ -407,23 +407,27 @@ def _record_insert_with_statement(own: _PostgresOwnTransaction, compiler, return
 
 
 def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
-    """The rows an INSERT wrote: the values it set, and those the database returned (its key)."""
+    """The rows an INSERT wrote: the values it set, and those the database returned (its key).
+    Every field it sets is concrete (it names the field's column)."""
     query = compiler.query
     meta = query.get_meta()
     table = meta.db_table
-    # (field, attname, column, plain type) of each column the INSERT sets.
-    columns = [(f, f.attname, f.column, plain_value_type(f)) for f in query.fields if f.concrete]
+    fields = query.fields
     returned_rows = returned if type(returned) is list else ()
     rows = []
     for index, obj in enumerate(query.objs):
         image = {}
-        for field, attname, column, plain in columns:
-            value = getattr(obj, attname, None)
+        for field in fields:  # no list of (field, plain type) first: most inserts are of one row
+            try:
+                plain = field.reactive_plain_type  # plain_value_type(field), once known
+            except AttributeError:
+                plain = plain_value_type(field)
+            value = getattr(obj, field.attname, None)
             if type(value) is plain or (value is None and plain is not None):
-                image[column] = value  # canonical_value's own shortcut, without a call per value
+                image[field.column] = value  # canonical_value's own shortcut, without a call per value
             # An expression's value (a database default's) stays unknown.
             elif type(value) in PLAIN_TYPES or not hasattr(value, "resolve_expression"):
-                image[column] = canonical_value(field, value)
+                image[field.column] = canonical_value(field, value)
         if index < len(returned_rows):
             for field, value in zip(returning_fields, returned_rows[index], strict=False):
                 image[field.column] = canonical_value(field, value)
