@@ -155,7 +155,7 @@ def record(
         if row.table in ignored:
             rows = [row for row in rows if row.table not in ignored]
             break
-    opaque = frozenset(table for table in opaque_tables if table not in ignored) if opaque_tables else _EMPTY
+    opaque = frozenset(opaque_tables).difference(ignored) if opaque_tables else _EMPTY
     if not rows and not opaque and not ends:
         return
     pending = pending_commit(connection)
