@@ -1,5 +1,6 @@
 """Migration 0006 on SQLite: the change log's ids become rowids without AUTOINCREMENT, keeping
-every record and never letting the numbering go back (readers hold positions in it)."""
+every record and never letting the numbering go back (readers hold positions in it): the newest
+record cannot be deleted, so emptying the table by hand cannot restart it."""
 
 from __future__ import annotations
 
@@ -60,5 +61,33 @@ def test_the_log_keeps_its_records_and_its_numbering(tmp_path: Path, newest_dele
         assert append(db, '{"rows":[],"opaque":["later"]}') == newest + 1 > 5
         indexes = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (TABLE,))
         assert [name for (name,) in indexes] == ["reactive_changelog_xid"]
+        assert_newest_kept(db)
+    finally:
+        db.close()
+
+
+def assert_newest_kept(db: sqlite3.Connection) -> None:
+    """Deleting every record fails, with a message that says why, and deletes nothing; deleting
+    all but the newest (what pruning does) works."""
+    (count,) = db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+    with pytest.raises(sqlite3.IntegrityError, match="newest record of reactive_changelog is never deleted"):
+        db.execute(f"DELETE FROM {TABLE}")
+    db.rollback()
+    assert db.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (count,)
+    (newest,) = db.execute(f"SELECT max(id) FROM {TABLE}").fetchone()
+    db.execute(f"DELETE FROM {TABLE} WHERE id < ?", (newest,))
+    db.commit()
+    assert db.execute(f"SELECT id FROM {TABLE}").fetchall() == [(newest,)]
+    assert append(db, '{"rows":[],"opaque":["after"]}') == newest + 1
+
+
+def test_a_fresh_database_keeps_its_newest_record_too(tmp_path: Path) -> None:
+    db_path = tmp_path / "db.sqlite3"
+    migrate(db_path)
+    db = sqlite3.connect(db_path)
+    try:
+        assert "AUTOINCREMENT" not in table_sql(db).upper()
+        append(db, '{"rows":[],"opaque":["t"]}')
+        assert_newest_kept(db)
     finally:
         db.close()

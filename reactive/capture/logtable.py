@@ -6,8 +6,8 @@ Postgres:
 
 - SQLite has one writer at a time, and the record is inserted while the transaction holds the
   write lock, so id order is commit order. The id is a rowid without AUTOINCREMENT (migration
-  0006): SQLite gives a new row the highest id plus one, and ``prune`` always keeps the newest
-  record, so an id is never reused.
+  0006): SQLite gives a new row the highest id plus one, and the newest record is never deleted
+  (``prune`` keeps it, and a trigger refuses anyone else), so an id is never given twice.
 - Postgres allocates ids (and transaction ids) when transactions start writing, not when they
   commit, so a later id can be visible while an earlier one is still in progress. Each record
   stores its transaction's id (``pg_current_xact_id()``, 64 bits, never wraps), and readers read
