@@ -100,10 +100,10 @@ def one_round(iterations: int, clock: Any = time.perf_counter_ns) -> dict[str, f
 
 def database_floor(iterations: int, clock: Any = time.perf_counter_ns) -> dict[str, float]:
     """What the change record costs the database alone, with no Python of Django or ``reactive``
-        around it: µs per plain ``INSERT`` of an item in autocommit mode (``insert``), and per
-        transaction of that ``INSERT`` and the log row a create appends (``insert_and_record``:
-        ``BEGIN``, the two ``INSERT``s, ``COMMIT``, in the round trips the write patches use), straight
-        on the DB-API connection. Leaves the table empty and the log as it was, but for the newest of
+    around it: µs per plain ``INSERT`` of an item in autocommit mode (``insert``), and per
+    transaction of that ``INSERT`` and the log row a create appends (``insert_and_record``:
+    ``BEGIN``, the two ``INSERT``s, ``COMMIT``, in the round trips the write patches use), straight
+    on the DB-API connection. Leaves the table empty and the log as it was, but for the newest of
     the records it appended (the newest record is never deleted: migration 0006)."""
     from django.db import DEFAULT_DB_ALIAS, connections
 

@@ -212,12 +212,17 @@ class _OwnTransaction:
             return
         connection = self.connection
         try:
-            version = logtable.append_and_commit(connection, self.pending.encoded(), self.cursor)
+            version = self._commit()
         except BaseException:
             self._rollback()
             with connection.wrap_database_errors:
                 raise
         commits.committed(connection, version)
+
+    def _commit(self) -> int | None:
+        """Append the change record and COMMIT, straight on the DB-API connection (none of this
+        is a write to capture); the record's version."""
+        return logtable.append_and_commit(self.connection, self.pending.encoded(), self.cursor)
 
     def _rollback(self) -> None:
         """Undo the write; the error that got here is the one worth raising, not the ROLLBACK's
@@ -300,18 +305,11 @@ class _PostgresOwnTransaction(_OwnTransaction):
         if self.committed:  # with the statement, whatever came after it
             commits.committed(self.connection, self.version)
             return
-        if exc_type is None:
-            try:
-                # Straight to the DB-API connection: none of this is a write to capture.
-                with self.connection.wrap_database_errors:
-                    _begin_now(self.connection)  # if no statement took it
-                    version = logtable.append_and_commit(self.connection, self.pending.encoded())
-            except BaseException:
-                self._rollback()
-                raise
-            commits.committed(self.connection, version)
-        else:
-            self._rollback()
+        super().__exit__(exc_type, exc, traceback)
+
+    def _commit(self) -> int | None:
+        _begin_now(self.connection)  # if no statement took it
+        return logtable.append_and_commit(self.connection, self.pending.encoded())
 
     def _rollback(self) -> None:
         _local.begin_with = None
