@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..records import EVERYTHING_CHANGED
@@ -145,6 +146,50 @@ def read(connection, after: int, limit: int) -> tuple[list[tuple[int, str]], boo
             return [(xid + 1, changes) for _, xid, changes in rows if xid is not None], pending
         cursor.execute(_SQLITE_READ, (after, limit))
         return cursor.fetchall(), False
+
+
+@dataclass(frozen=True, slots=True)
+class SeenUpTo:
+    """SQLite: the records a snapshot saw, every one up to the newest it saw (ids are in commit
+    order). ``version in seen``: whether the snapshot saw that record's commit."""
+
+    head: int
+
+    def __contains__(self, version: int) -> bool:
+        return version <= self.head
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSnapshot:
+    """Postgres: the records a snapshot (``pg_current_snapshot()``) saw: those of transactions
+    below ``xmin``, and those below ``xmax`` not in progress when it was taken."""
+
+    xmin: int
+    xmax: int
+    in_progress: frozenset[int]
+
+    def __contains__(self, version: int) -> bool:
+        xid = version - 1
+        return xid < self.xmin or (xid < self.xmax and xid not in self.in_progress)
+
+
+Seen = SeenUpTo | PostgresSnapshot
+
+
+def seen(connection) -> Seen | None:
+    """The records the snapshot of ``connection``'s open transaction sees (taken by this read if
+    it is the first), or None where the database cannot say."""
+    if connection.vendor not in ("sqlite", "postgresql"):
+        return None
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(_SQLITE_HEAD)
+            return SeenUpTo(int(cursor.fetchone()[0] or 0))
+        cursor.execute("SELECT pg_current_snapshot()::text")
+        xmin, xmax, in_progress = cursor.fetchone()[0].split(":")
+        return PostgresSnapshot(
+            int(xmin), int(xmax), frozenset(int(xid) for xid in in_progress.split(",") if xid)
+        )
 
 
 def prune(connection, keep: int, older_than: float) -> int:

@@ -5,7 +5,9 @@ every affected query instance once, all in one database snapshot, drops results 
 change, and hands one ``Batch`` per pass to the hubs. New subscriptions are run here too, in the
 same pass, and their read sets registered before the next records are read: a write committed
 after a subscription's first run has a later version, so it is matched against the registered
-read set (invariant 1 of ARCHITECTURE.md).
+read set (invariant 1 of ARCHITECTURE.md). The other way round, a record committed before a run but
+read after it (it was in flight, or waited behind an older transaction) re-runs nothing that run
+saw it: each instance keeps the records its last run's snapshot saw.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import orjson
 from ..auth import active_user
 from ..backends.base import Backend, Batch, DropHub, Ensure, InstanceUpdate, Release, Subscribed
 from ..capture import origin
+from ..capture.logtable import Seen
 from ..errors import ProtocolError
 from ..functions import encoding
 from ..functions.context import Context
 from ..functions.registry import Function, get_function
 from ..models import MutationRecord
-from ..records import ANYONE, ChangeRecord
+from ..records import ANY_TABLE, ANYONE, ChangeRecord
 from ..settings import reactive_settings
 from .execution import QueryRun, run_query, server_error
 from .instances import SHARED, candidate_ids, identity_of, instance_base, instance_id
@@ -50,6 +53,8 @@ class Instance:
     payload: bytes
     is_error: bool
     hubs: set[str]
+    # The change records its last run's snapshot saw (``version in seen``), or None: unknown.
+    seen: Seen | None = None
 
 
 class Hooks:
@@ -57,6 +62,8 @@ class Hooks:
 
     # Called with the pass's Batch after its queries ran, before their read sets are registered.
     before_register: Callable[[Batch], None] | None = None
+    # Called with the pass's requests after its records were read, before its snapshot is taken.
+    before_snapshot: Callable[[list], None] | None = None
 
 
 hooks = Hooks()
@@ -96,7 +103,10 @@ class Invalidator:
         self._rerun_all = False
         # Records pruned before we read them come back as one record of every table: it matches
         # every instance (backends/changelog.py).
-        matched = self.backend.index.match_each(records)
+        matched = [
+            self._unseen(record, ids)
+            for record, ids in zip(records, self.backend.index.match_each(records), strict=True)
+        ]
         affected |= set().union(ticked, *matched)
         self.stats.passed(records, matched)
         ensures = []
@@ -112,11 +122,15 @@ class Invalidator:
         # Hubs per instance before the runs: those of an instance dropped in the pass (it began to
         # read the caller's identity) must still be told to resubscribe.
         self._hubs_of = {i: set(instance.hubs) for i, instance in self.instances.items()}
-        with read_snapshot():
-            for instance_id_ in sorted(affected & self.instances.keys()):
-                self._rerun(self.instances[instance_id_], batch, runs)
-            for ensure in ensures:
-                self._ensure(ensure, batch, runs)
+        if hooks.before_snapshot is not None:
+            hooks.before_snapshot(requests)
+        rerun = sorted(affected & self.instances.keys())
+        if rerun or ensures:
+            with read_snapshot() as seen:
+                for instance_id_ in rerun:
+                    self._rerun(self.instances[instance_id_], batch, runs, seen)
+                for ensure in ensures:
+                    self._ensure(ensure, batch, runs, seen)
         if hooks.before_register is not None:
             hooks.before_register(batch)
         self.backend.index.set_all(
@@ -135,6 +149,19 @@ class Invalidator:
         self.backend.deliver(batch)
         self.backend.save_progress(self.version)
         return True
+
+    def _unseen(self, record: ChangeRecord, instance_ids: set[str]) -> set[str]:
+        """Of the instances ``record`` matches, those whose last run did not see it. (A pruned
+        stretch of the log, a record of every table, stands for records a snapshot that saw its
+        version may not have seen on Postgres: it re-runs them all.)"""
+        if not instance_ids or ANY_TABLE in record.opaque_tables:
+            return instance_ids
+        unseen = set()
+        for instance_id_ in instance_ids:
+            instance = self.instances.get(instance_id_)
+            if instance is None or instance.seen is None or record.version not in instance.seen:
+                unseen.add(instance_id_)
+        return unseen
 
     def _stats_tick(self) -> set[str]:
         """About once a second, while a dashboard watches: publish this worker's statistics, and
@@ -215,9 +242,10 @@ class Invalidator:
         run = run_query(function, args, Context(_user_loader(user_id), kind="query"))
         return run, time.perf_counter() - began
 
-    def _rerun(self, instance: Instance, batch: Batch, runs: dict[str, QueryRun]) -> None:
+    def _rerun(self, instance: Instance, batch: Batch, runs: dict[str, QueryRun], seen: Seen | None) -> None:
         self.instance_runs[instance.id] += 1
         run, seconds = self._run(instance.function, instance.args, instance.user_id)
+        instance.seen = seen
         if run.read_identity and not instance.identity_bound:
             # A shared instance now reads the caller: each subscriber re-subscribes as itself.
             self._drop(instance.id)
@@ -231,7 +259,7 @@ class Invalidator:
             batch.updates.append(InstanceUpdate(instance.id, run.payload, run.is_error))
         self.stats.ran(instance.id, instance.function.name, instance.canonical_args, run, seconds, changed)
 
-    def _ensure(self, request: Ensure, batch: Batch, runs: dict[str, QueryRun]) -> None:
+    def _ensure(self, request: Ensure, batch: Batch, runs: dict[str, QueryRun], seen: Seen | None) -> None:
         try:
             function = get_function(request.name, "query")
             args, canonical = function.validate(request.args)
@@ -258,6 +286,7 @@ class Invalidator:
             payload=run.payload,
             is_error=run.is_error,
             hubs=set(),
+            seen=seen,
         )
         self.instances[instance.id] = instance
         self.instance_runs[instance.id] += 1

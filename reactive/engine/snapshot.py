@@ -7,16 +7,20 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 
+from ..capture import logtable
 from ..capture.patches import deferred_sqlite_transactions
 
 
 @contextmanager
-def read_snapshot() -> Iterator[None]:
+def read_snapshot() -> Iterator[logtable.Seen | None]:
     """A read-only transaction: REPEATABLE READ on Postgres; on SQLite a deferred transaction,
-    which sees one snapshot from its first read (WAL) without taking the write lock."""
+    which sees one snapshot from its first read (WAL) without taking the write lock.
+
+    Yields the change records that snapshot sees (``version in seen``; None where the database
+    cannot say): what runs in it has their changes already."""
     deferred_sqlite_transactions(connection)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        yield
+        yield logtable.seen(connection)
