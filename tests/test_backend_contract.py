@@ -194,10 +194,16 @@ def test_an_update_affects_a_reader_only_through_the_columns_it_depends_on(backe
 
 
 def test_watched_columns_name_what_live_read_sets_constrain(backend: Backend) -> None:
-    # (A backend may cache the answer briefly: a stale None only makes writers record the table
-    # as a whole, which widens. So each table is asked once, after its read sets are set.)
+    # Asked first while nothing watches the tables: a backend may cache the answer (a stale one
+    # only makes other processes' writers widen), but what its own index registers counts at once.
+    assert backend.index.watched_columns("chat_message") is None
+    assert backend.index.watched_columns("tasks_task") is None
     backend.index.set("rq.a", channel_read_set(5))
     assert backend.index.watched_columns("chat_message") == {"channel_id"}
+    edited = ReadSet()
+    edited.add("chat_message", frozenset({("edited", True)}))
+    backend.index.set_all({"rq.b": edited})
+    assert backend.index.watched_columns("chat_message") == {"channel_id", "edited"}
     assert backend.index.watched_columns("tasks_task") is None
 
 

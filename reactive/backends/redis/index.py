@@ -4,6 +4,7 @@ index per instance, maintained by ``lua/register.lua`` and matched by ``lua/matc
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import orjson
 import redis
@@ -22,7 +23,8 @@ class RedisIndex(ReadSetIndex):
 
     def watched_columns(self, table: str) -> frozenset[str] | None:
         # A stale answer is safe: a column missing from a row image, or a table written as a
-        # whole, widens the match. A second's cache saves a round trip per write.
+        # whole, widens the match. A second's cache saves a round trip per write; what this
+        # process registers itself widens it at once (``_registered``).
         # Writers never need Redis to commit: while it cannot be reached, the table is written as
         # a whole (None), which matches every reader of it.
         now = time.monotonic()
@@ -40,6 +42,7 @@ class RedisIndex(ReadSetIndex):
 
     def set(self, instance_id: str, read_set: ReadSet) -> None:
         self._register(args=register_args(instance_id, read_set))
+        self._registered([read_set])
 
     def remove(self, instance_id: str) -> None:
         self._register(args=[PREFIX, instance_id, ""])
@@ -69,6 +72,22 @@ class RedisIndex(ReadSetIndex):
         for instance_id, read_set in read_sets.items():
             self._register(args=register_args(instance_id, read_set), client=pipe)
         pipe.execute()
+        self._registered(read_sets.values())
+
+    def _registered(self, read_sets: Iterable[ReadSet]) -> None:
+        """Forget the cached watched columns of a table these read sets watch more of: this
+        process's writes see its own invalidator's registrations at once (other processes' within
+        ``WATCHED_CACHE_SECONDS``), and so write row images, not the whole table."""
+        for read_set in read_sets:
+            for table, conjunctions in read_set.tables.items():
+                cached = self._watched.get(table)
+                if cached is None:
+                    continue
+                columns = cached[1]
+                if columns is None or any(
+                    c not in columns for conjunction in conjunctions for c, _ in conjunction
+                ):
+                    self._watched.pop(table, None)
 
     def instance_ids(self) -> set[str]:
         return {member.decode() for member in self.client.smembers(PREFIX + "instances")}
