@@ -20,7 +20,10 @@ def read_snapshot() -> Iterator[logtable.Seen | None]:
     cannot say): what runs in it has their changes already."""
     deferred_sqlite_transactions(connection)
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        yield logtable.seen(connection)
+        # Postgres: the isolation level, in the same round trip as the first read.
+        first = (
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+            if connection.vendor == "postgresql"
+            else ""
+        )
+        yield logtable.seen(connection, first)
