@@ -182,7 +182,7 @@ def seen(connection, first: str = "") -> Seen | None:
     it in the same round trip (Postgres: the transaction's isolation level)."""
     if connection.vendor not in ("sqlite", "postgresql"):
         return None
-    raw = connection.connection  # once a pass: no cursor wrapper of Django's (a third of the cost)
+    raw = connection.connection  # Django's cursor wrapper would cost more than the read itself
     with connection.wrap_database_errors:
         if connection.vendor == "sqlite":
             if first:
