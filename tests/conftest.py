@@ -177,6 +177,14 @@ def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:
         close_old_connections()
 
 
+def commit_in_another_thread(func: Any, **kwargs: Any) -> None:
+    """``func(**kwargs)`` on a connection of another thread, as another process would write; back
+    once it returned (and committed, in autocommit mode)."""
+    thread = threading.Thread(target=_in_thread, args=(func,), kwargs=kwargs)
+    thread.start()
+    thread.join()
+
+
 class Harness:
     """One way of running a behaviour test: where the server is and where writes happen."""
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def autocommit_outside_any_transaction() -> bool:
     connection = connections["default"]  # the wrapper itself, not the proxy
-    return connection.get_autocommit() and not commits.in_own_transaction(connection)
+    return connection.get_autocommit() and not commits.pending_commit(connection).own
 
 
 def statements(queries: CaptureQueriesContext) -> list[str]:

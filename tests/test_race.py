@@ -7,27 +7,15 @@ import asyncio
 import threading
 
 import pytest
-from django.db import close_old_connections
 
 from reactive.client.testing import InstrumentedClient
 from reactive.engine.instances import SHARED, instance_base, instance_id
 from reactive.engine.invalidator import hooks
 from reactive.functions.registry import get_function
 from tests import writes
+from tests.conftest import commit_in_another_thread
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-
-def _commit_in_another_thread(func, **kwargs) -> None:
-    def run() -> None:
-        try:
-            func(**kwargs)
-        finally:
-            close_old_connections()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
 
 
 async def test_write_between_first_run_and_read_set_registration_is_not_missed(inprocess_server):
@@ -42,7 +30,7 @@ async def test_write_between_first_run_and_read_set_registration_is_not_missed(i
         # Only in the pass that first ran this subscription (other tests' leftovers may run too).
         if any(reply.instance_id == watched for reply in batch.replies) and not fired.is_set():
             fired.set()
-            _commit_in_another_thread(writes.create, channel=channel)
+            commit_in_another_thread(writes.create, channel=channel)
 
     hooks.before_register = commit_a_message
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 from django.db import close_old_connections, connection, transaction
@@ -23,20 +22,9 @@ from reactive.engine.execution import call_query
 from reactive.engine.invalidator import Invalidator, hooks
 from reactive.functions import encoding
 from tests import writes
+from tests.conftest import commit_in_another_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _in_another_thread(func: Callable[[], object]) -> None:
-    def run() -> None:
-        try:
-            func()
-        finally:
-            close_old_connections()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
 
 
 def _subscribe(
@@ -73,7 +61,7 @@ def test_a_record_committed_between_the_log_read_and_the_snapshot_reruns_only_th
             if any(
                 isinstance(request, Ensure) and request.name == "chat.list_messages" for request in requests
             ):
-                _in_another_thread(lambda: writes.create(channel=channel))
+                commit_in_another_thread(writes.create, channel=channel)
 
         hooks.before_snapshot = commit_a_message
         try:
@@ -121,7 +109,7 @@ def test_a_record_waiting_behind_an_older_transaction_reruns_only_the_runs_that_
         invalidator = Invalidator(backend, backend.log.head())
         older.start()
         assert older_wrote.wait(30) and not failures
-        _in_another_thread(lambda: writes.create(channel=seen_by_run))
+        commit_in_another_thread(writes.create, channel=seen_by_run)
         # Its record waits behind the older transaction, but a snapshot sees its message.
         seen = _subscribe(backend, invalidator, 1, "chat.list_messages", {"channel": seen_by_run})
         unseen = _subscribe(backend, invalidator, 2, "chat.list_messages", {"channel": unseen_by_run})

@@ -178,11 +178,6 @@ def record(
             connection.set_autocommit(True)
 
 
-def in_own_transaction(connection) -> bool:
-    """Whether the write patches opened ``connection``'s open transaction."""
-    return pending_commit(connection).own
-
-
 def savepoint_rolled_back(connection, sid: str) -> None:
     pending_commit(connection).drop_savepoint(sid)
 
