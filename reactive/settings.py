@@ -106,6 +106,8 @@ class ReactiveSettings:
             value = settings.DEBUG
         if name in IMPORT_STRINGS and isinstance(value, str):
             value = import_string(value)
+        if name == "IGNORED_TABLES":  # asked for every captured write: a set, not a list to scan
+            value = frozenset(value)
         self.__dict__[name] = value
         return value
 

@@ -15,6 +15,7 @@ import pytest
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import IntegrityError, connections, transaction
 from django.db.models import F
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -102,6 +103,23 @@ def test_a_transaction_writing_only_ignored_tables_appends_no_record() -> None:
         session.save()
     MutationRecord.objects.filter(session_id="s").update(payload=b"1")
     assert records_since(start) == []
+
+
+def test_a_projects_own_ignored_tables_append_no_record_in_any_collection_type() -> None:
+    """``IGNORED_TABLES`` as the project gives it (a tuple here, a list by default): a table of
+    its own in it is never recorded, alone or beside a table that is."""
+    ignored = ("reactive_changelog", "reactive_mutationrecord", "django_session", "chat_channel")
+    with override_settings(REACTIVE={"IGNORED_TABLES": ignored}):
+        start = DatabaseLog().head()
+        channel = Channel.objects.create(name="ignored")
+        Channel.objects.filter(pk=channel.pk).update(name="still ignored")
+        assert records_since(start) == []
+        with transaction.atomic():
+            Channel.objects.filter(pk=channel.pk).update(name="beside a message")
+            Message.objects.create(channel=channel, body="recorded")
+        (record,) = records_since(start)
+        assert [row.table for row in record.rows] == ["chat_message"]
+        assert record.opaque_tables == frozenset()
 
 
 def test_a_watched_update_records_the_old_values_of_the_watched_columns(watched_channel) -> None:
