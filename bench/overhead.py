@@ -4,8 +4,12 @@ Two ``bench.overhead_worker`` subprocesses on fresh databases, no server: SQLite
 Postgres databases when ``DATABASE_URL`` names a server (``python -m harness.services run --
 python -m bench --parts overhead``); one with
 ``bench.settings_plain`` (no ``reactive``), one with ``bench.settings`` (``reactive`` capturing
-every write, with the table unwatched and then watched). Rounds alternate between the variants,
-so whatever else the machine does drifts over all three alike.
+every write, with the table unwatched and then watched). Short slices of one kind of operation
+alternate between the variants, the order rotated each triplet, so whatever else the machine does
+drifts over all three alike; each variant's slice is divided by the plain slice of its triplet.
+Rounds of every kind, hundreds of operations each, were too coarse for a shared machine, whose
+CPU time per round swings widely: creates unwatched and watched (the same work) came out well
+apart. In short slices they agree.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import Broken
-from bench.overhead_worker import OPERATION_LABELS, OPERATIONS
+from bench.overhead_worker import OPERATION_LABELS, OPERATIONS, slice_summary
 from bench.plans import Plan
 from bench.servers import embedded_env
 from bench.tables import number
@@ -209,11 +213,20 @@ def fresh_database(server_url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+WARMUP_TRIPLETS = 2  # per operation, before the measured ones: discarded
+
+
 def run_overhead(plan: Plan, workdir: Path) -> dict[str, Any]:
-    """Rounds alternate plain / unwatched / watched, across the two worker processes."""
+    """Per operation, slices of ``plan.overhead_slice`` operations of that kind alternate plain /
+    unwatched / watched, across the two worker processes, ``plan.overhead_slices`` triplets of
+    them, the order rotated each triplet."""
+    size, triplets = plan.overhead_slice, plan.overhead_slices
     out: dict[str, Any] = {
-        "iterations": plan.overhead_iterations,
-        "repeats": plan.overhead_repeats,
+        "slice": size,
+        "triplets": triplets,
+        "warmup_triplets": WARMUP_TRIPLETS,
+        "floor_iterations": plan.overhead_iterations,
+        "floor_repeats": plan.overhead_repeats,
         "database": "postgresql" if os.environ.get("DATABASE_URL") else "sqlite",
     }
     workers: list[OverheadWorker] = []
@@ -223,14 +236,18 @@ def run_overhead(plan: Plan, workdir: Path) -> dict[str, Any]:
         reactive = OverheadWorker("bench.settings", "unwatched,watched", plan.overhead_iterations, workdir)
         workers.append(reactive)
         order = [("plain", plain), ("unwatched", reactive), ("watched", reactive)]
-        warmup = max(10, plan.overhead_iterations // 10)
-        for variant, worker in order:  # discarded: imports, statement caches, first pages
-            worker.ask(f"round {variant} {warmup}")
-        runs: dict[str, list[dict[str, float]]] = {variant: [] for variant, _ in order}
-        for repeat in range(plan.overhead_repeats):
-            # Rotate the order each round so no variant always runs right after another one.
-            for variant, worker in order[repeat % 3 :] + order[: repeat % 3]:
-                runs[variant].append(worker.ask(f"round {variant}"))
+        slices: dict[str, dict[str, list[float]]] = {
+            variant: {op: [] for op in OPERATIONS} for variant, _ in order
+        }
+        for op in OPERATIONS:
+            # The first triplets warm up (imports, statement caches, first pages): discarded.
+            for triplet in range(-WARMUP_TRIPLETS, triplets):
+                # Rotate the order each triplet so no variant always runs right after another one.
+                shift = triplet % 3
+                for variant, worker in order[shift:] + order[:shift]:
+                    us = worker.ask(f"slice {variant} {op} {size}")["us"]
+                    if triplet >= 0:
+                        slices[variant][op].append(us)
         out["clock"] = "CPU time" if reactive.hello["clock"] == "process_time_ns" else "wall time"
         floors = [reactive.ask("floor") for _ in range(plan.overhead_repeats)]
         out["database_floor_us"] = {
@@ -248,24 +265,8 @@ def run_overhead(plan: Plan, workdir: Path) -> dict[str, Any]:
         or plain_check["compilers_patched"]
     ):
         raise Broken(f"the plain overhead run loaded reactive: {plain_check}")
-    median = {
-        variant: {op: statistics.median(r[op] for r in rows) for op in OPERATIONS}
-        for variant, rows in runs.items()
-    }
-    out["median_us"] = median
-    out["runs_us"] = {
-        variant: {op: [round(r[op], 2) for r in rows] for op in OPERATIONS} for variant, rows in runs.items()
-    }
-    # Each round's ratio to the plain round of the same repeat (they ran one after the other), then
-    # the median of those: drift between repeats cancels out, which medians taken apart keep.
-    out["ratio"] = {
-        name: {
-            op: statistics.median(r[op] / p[op] for r, p in zip(runs[name], runs["plain"], strict=True))
-            for op in OPERATIONS
-        }
-        for name in ("unwatched", "watched")
-    }
-    out["ratio_of"] = "median of the rounds' ratios"
+    out.update(slice_summary(slices))
+    out["ratio_of"] = "median of the triplets' ratios"
     return out
 
 

@@ -2,16 +2,18 @@
 
     DJANGO_SETTINGS_MODULE=bench.settings_plain SQLITE_PATH=/tmp/x.sqlite3 \
         python -m bench.overhead_worker --variants plain --iterations 3000
-    (then commands on stdin: ``round plain``, ``floor``, ``check``, ``quit``)
+    (then commands on stdin: ``slice plain create 30``, ``round plain``, ``floor``, ``check``,
+    ``quit``)
 
-Migrates a fresh SQLite database, then times plain ORM writes on ``benchapp.Item``, one round per
-``round`` command. Variants:
+Migrates a fresh SQLite database, then times plain ORM writes on ``benchapp.Item``: one slice of
+operations of one kind per ``slice`` command, or one round of every kind per ``round`` command.
+Variants:
 ``plain`` (settings without ``reactive``), ``unwatched`` (``reactive`` installed, no read set
 names the table: a write costs its capture and one change record appended to the log table in
 its transaction, a transaction of its own in autocommit mode) and ``watched``
 (a read set on ``benchapp_item.group`` is registered, so updates and deletes first read the old
 ``group`` of the rows they touch). ``bench/overhead.py`` runs a plain and a reactive worker and
-alternates rounds between them and between variants.
+alternates short slices between them and between variants.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 OPERATIONS = ("create", "update", "save", "delete", "atomic10")
@@ -56,15 +60,13 @@ def _timed(func: Any, count: int, clock: Any = time.perf_counter_ns) -> float:
     return (clock() - start) / count / 1000
 
 
-def one_round(iterations: int, clock: Any = time.perf_counter_ns) -> dict[str, float]:
-    """Time each operation once over ``iterations`` rows (wall clock unless ``clock`` says
-    otherwise, in ns); leaves the table empty."""
+def _operations(items: list[Any], pks: list[int]) -> dict[str, Callable[[int], None]]:
+    """The body of each of ``OPERATIONS``, called with ``i`` in ``range(_calls(op, count))``:
+    ``create`` appends the item it made to ``items`` and its key to ``pks``; ``update``,
+    ``save`` and ``delete`` work on the ``i``-th of them."""
     from django.db import transaction
 
     from bench.benchapp.models import Item
-
-    items: list[Any] = []
-    pks: list[int] = []
 
     def create(i: int) -> None:
         item = Item.objects.create(group=i % 10, value=i)
@@ -87,15 +89,72 @@ def one_round(iterations: int, clock: Any = time.perf_counter_ns) -> dict[str, f
             for j in range(10):
                 Item.objects.create(group=(i + j) % 10, value=j)
 
-    result = {
-        "create": _timed(create, iterations, clock),
-        "update": _timed(update, iterations, clock),
-        "save": _timed(save, iterations, clock),
-        "delete": _timed(delete, iterations, clock),
-        "atomic10": _timed(atomic10, max(1, iterations // 10), clock),
-    }
-    Item.objects.all().delete()  # untimed: the next round starts from an empty table
+    return {"create": create, "update": update, "save": save, "delete": delete, "atomic10": atomic10}
+
+
+def _calls(operation: str, count: int) -> int:
+    """How many calls of ``operation``'s body ``count`` operations are: ``atomic10`` makes 10
+    rows a call (at least one call)."""
+    return max(1, count // 10) if operation == "atomic10" else count
+
+
+def _empty_table() -> None:
+    from bench.benchapp.models import Item
+
+    Item.objects.all().delete()
+
+
+def one_round(iterations: int, clock: Any = time.perf_counter_ns) -> dict[str, float]:
+    """Time each operation once over ``iterations`` rows, in the order of ``OPERATIONS`` (wall
+    clock unless ``clock`` says otherwise, in ns); leaves the table empty."""
+    body = _operations([], [])
+    result = {op: _timed(body[op], _calls(op, iterations), clock) for op in OPERATIONS}
+    _empty_table()  # untimed: the next round starts from an empty table
     return result
+
+
+def one_slice(operation: str, count: int, clock: Any = time.perf_counter_ns) -> float:
+    """Mean µs of ``count`` operations of one kind (``atomic10``: per block of 10 creates,
+    ``count // 10`` blocks, at least one), on an empty table. Untimed: for ``update``, ``save``
+    and ``delete`` the ``count`` rows they touch are created first; the table is emptied after."""
+    if operation not in OPERATIONS:
+        raise ValueError(f"unknown operation {operation!r}")
+    body = _operations([], [])
+    if operation in ("update", "save", "delete"):
+        for i in range(count):
+            body["create"](i)
+    result = _timed(body[operation], _calls(operation, count), clock)
+    _empty_table()
+    return result
+
+
+def slice_summary(slices: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """From µs per operation of each slice (``slices[variant][op]``, the i-th slices of the
+    variants from one triplet): the median slice (``median_us``); the median of the triplets'
+    ratios to plain (``ratio``: drift between triplets cancels out, which medians taken apart
+    keep); the ratio of the sums (``ratio_of_sums``); the slices themselves (``runs_us``)."""
+    plain = slices["plain"]
+    others = [variant for variant in slices if variant != "plain"]
+    return {
+        "median_us": {
+            variant: {op: statistics.median(values) for op, values in by_op.items()}
+            for variant, by_op in slices.items()
+        },
+        "ratio": {
+            name: {
+                op: statistics.median(v / p for v, p in zip(slices[name][op], plain[op], strict=True))
+                for op in plain
+            }
+            for name in others
+        },
+        "ratio_of_sums": {
+            name: {op: sum(slices[name][op]) / sum(plain[op]) for op in plain} for name in others
+        },
+        "runs_us": {
+            variant: {op: [round(value, 2) for value in values] for op, values in by_op.items()}
+            for variant, by_op in slices.items()
+        },
+    }
 
 
 def database_floor(iterations: int, clock: Any = time.perf_counter_ns) -> dict[str, float]:
@@ -210,9 +269,11 @@ def _set_up(variants: list[str]) -> tuple[bool, bool]:
 def serve(variants: list[str], iterations: int) -> None:
     """Answer the driver's commands on stdin, one JSON line each on stdout.
 
-    ``round VARIANT [ITERATIONS]`` times one round; ``check`` reports what was loaded; ``quit``.
-    The driver alternates rounds between this process and the other one, so load from the rest
-    of the machine, which drifts, falls on every variant alike.
+    ``slice VARIANT OPERATION COUNT`` times ``COUNT`` operations of one kind (``{"us": ...}``,
+    µs per operation); ``round VARIANT [ITERATIONS]`` times one round of every kind; ``floor``
+    times the database alone; ``check`` reports what was loaded; ``quit``. The driver alternates
+    slices between this process and the other one, so load from the rest of the machine, which
+    drifts, falls on every variant alike.
     """
     reactive_loaded, patched = _set_up(variants)
     clock = measuring_clock()
@@ -222,13 +283,19 @@ def serve(variants: list[str], iterations: int) -> None:
         command = line.split()
         if not command:
             continue
-        if command[0] == "round":
+        if command[0] in ("slice", "round"):
             variant = command[1]
             if variant not in variants:
                 raise SystemExit(f"unknown variant {variant!r} for this process ({variants})")
             if variant != "plain":
                 _watch(variant == "watched")
-            _reply(one_round(int(command[2]) if len(command) > 2 else iterations, clock))
+            if command[0] == "slice":
+                operation = command[2]
+                if operation not in OPERATIONS:
+                    raise SystemExit(f"unknown operation {operation!r} ({OPERATIONS})")
+                _reply({"us": one_slice(operation, int(command[3]), clock)})
+            else:
+                _reply(one_round(int(command[2]) if len(command) > 2 else iterations, clock))
         elif command[0] == "floor":
             _reply(database_floor(iterations, clock))
         elif command[0] == "check":

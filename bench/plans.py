@@ -40,7 +40,11 @@ class Plan:
     chat_sockets: int
     chat_writes: int
     chat_rate: float
-    # Tracking overhead on ORM writes, in-process (bench.overhead).
+    # Tracking overhead on ORM writes, in-process (bench.overhead): per operation,
+    # `overhead_slices` triplets of slices (plain, unwatched, watched) of `overhead_slice` ops each.
+    overhead_slice: int
+    overhead_slices: int
+    # The database alone (database_floor): `overhead_repeats` times `overhead_iterations` inserts.
     overhead_iterations: int
     overhead_repeats: int
     # The same round under callgrind (instructions per operation), if valgrind is here (0: not run).
@@ -126,9 +130,12 @@ PLANS = {
         chat_sockets=100,
         chat_writes=150,
         chat_rate=50.0,
-        # Short rounds, many of them: a round's ratio to the plain round beside it is taken
-        # within a second, before the shared machine's speed drifts (three runs: create 1.37-1.52x;
-        # seven rounds of 2,000 swung by 0.3x).
+        # Short slices of one kind, many of them: a slice's ratio to the plain slice beside it is
+        # taken within tens of ms, before the shared machine's speed drifts. Rounds of 300 of every
+        # kind were too coarse: unwatched and watched creates (the same work) came out at 1.48x
+        # and 1.31x in one run; slices of 30, 150 triplets, agreed within 0.01x.
+        overhead_slice=30,
+        overhead_slices=150,
         overhead_iterations=300,
         overhead_repeats=35,
         overhead_count_iterations=1000,
@@ -175,6 +182,8 @@ PLANS = {
         chat_sockets=6,
         chat_writes=15,
         chat_rate=30.0,
+        overhead_slice=5,
+        overhead_slices=3,
         overhead_iterations=100,
         overhead_repeats=1,
         overhead_count_iterations=0,

@@ -683,6 +683,12 @@ def write(report: dict[str, Any], quick: bool, json_path: Path | None = None) ->
 def _tracking_title(tracking: dict[str, Any]) -> str:
     clock = tracking.get("clock", "wall time")  # runs before it named the clock used wall time
     ratios = tracking.get("ratio_of", "ratios of the medians")  # runs before it divided medians
+    if "triplets" in tracking:  # slices side by side; runs before it timed rounds of every kind
+        return (
+            f"3. Tracking overhead on ORM writes (in-process, {clock}; slices of {tracking['slice']} "
+            f"operations of one kind, plain / unwatched / watched in turn, {tracking['triplets']} "
+            f"triplets; µs: median slice; {ratios})"
+        )
     return (
         f"3. Tracking overhead on ORM writes (in-process, {clock}, median of {tracking['repeats']} rounds; "
         f"{ratios})"

@@ -317,8 +317,8 @@ class Suite:
         if self.only is not None and "reactive" not in self.only:
             return
         print(
-            f"  tracking overhead (ORM, in-process): {self.plan.overhead_iterations} ops x "
-            f"{self.plan.overhead_repeats} ...",
+            f"  tracking overhead (ORM, in-process): {self.plan.overhead_slices} triplets of slices "
+            f"of {self.plan.overhead_slice} ops, per operation ...",
             flush=True,
         )
         try:
