@@ -9,11 +9,12 @@ ignored tables appends nothing.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
-from django.db import IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -86,6 +87,58 @@ def test_a_failed_autocommit_write_leaves_no_record_and_no_open_transaction() ->
     Channel.objects.create(name="after the failure")
     assert [[row.table for row in r.rows] for r in records_since(start)] == [["chat_channel"]]
     assert Channel.objects.filter(name="after the failure").exists()
+
+
+@contextmanager
+def log_refusing_records():
+    """The database refuses every new change record (a trigger on the log table), so the
+    record's append fails inside the write's transaction. Made on the DB-API connection, which
+    the capture does not see."""
+    connection = connections["default"]
+    connection.ensure_connection()
+    raw = connection.connection
+    if connection.vendor == "postgresql":
+        raw.execute(
+            "CREATE FUNCTION refuse_record() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the log refuses records'; END $$"
+        )
+        raw.execute(
+            "CREATE TRIGGER refuse_record BEFORE INSERT ON reactive_changelog "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_record()"
+        )
+        drops = ["DROP TRIGGER refuse_record ON reactive_changelog", "DROP FUNCTION refuse_record()"]
+    else:
+        raw.execute(
+            "CREATE TRIGGER refuse_record BEFORE INSERT ON reactive_changelog "
+            "BEGIN SELECT RAISE(ABORT, 'the log refuses records'); END"
+        )
+        drops = ["DROP TRIGGER refuse_record"]
+    try:
+        yield
+    finally:
+        for drop in drops:
+            raw.execute(drop)
+
+
+@pytest.mark.parametrize("write", ["create", "update", "delete", "atomic create"])
+def test_a_write_whose_record_cannot_be_appended_is_rolled_back_with_a_django_error(write) -> None:
+    channel = Channel.objects.create(name="kept")
+    start = DatabaseLog().head()
+    with log_refusing_records(), pytest.raises(DatabaseError, match="the log refuses records"):
+        if write == "create":
+            Channel.objects.create(name="refused")
+        elif write == "update":
+            Channel.objects.filter(pk=channel.pk).update(name="refused")
+        elif write == "delete":
+            Channel.objects.filter(pk=channel.pk).delete()
+        else:
+            with transaction.atomic():
+                Channel.objects.create(name="refused")
+    assert autocommit_outside_any_transaction()
+    assert list(Channel.objects.values_list("name", flat=True)) == ["kept"]
+    assert records_since(start) == []
+    Channel.objects.create(name="after")  # the connection goes on, and records again
+    assert [[row.table for row in r.rows] for r in records_since(start)] == [["chat_channel"]]
 
 
 def test_a_transaction_writing_only_ignored_tables_appends_no_record() -> None:

@@ -774,7 +774,9 @@ def _wrap_commit(original):
     # has been applied; if appending fails, the commit fails and Atomic rolls the data back.
     @wraps(original)
     def commit(self):
-        with _in_compiler:  # the log's own SQL is not a write to capture
+        # The log's own SQL is not a write to capture. Its errors are Django's, as the COMMIT's
+        # would be: Atomic rolls back on a DatabaseError, and only on one.
+        with _in_compiler, self.wrap_database_errors:
             version = commits.before_commit(self)
         try:
             original(self)
