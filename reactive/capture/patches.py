@@ -39,8 +39,8 @@ from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.constants import MULTI, NO_RESULTS, ROW_COUNT
 from django.db.models.sql.query import Query
 
-from ..records import ANY_TABLE, RowChange, encode_change
-from . import commits, identities, logtable, origin, tracking
+from ..records import ANY_TABLE, RowChange
+from . import commits, logtable, tracking
 from .readsets import (
     PLAIN_TYPES,
     canonical_value,
@@ -210,14 +210,7 @@ class _OwnTransaction:
         if exc_type is not None:
             self._rollback()
             return
-        connection = self.connection
-        try:
-            version = self._commit()
-        except BaseException:
-            self._rollback()
-            with connection.wrap_database_errors:
-                raise
-        commits.committed(connection, version)
+        self._finish()
 
     def run_alone(self, run: Callable[[], Any], changes: Callable[[Any], _Changes]) -> Any:
         """``run()`` a write that is the whole of this transaction, then commit it with its
@@ -226,8 +219,8 @@ class _OwnTransaction:
         What ``with self:`` around the write and ``commits.record`` do, without the transaction's
         buffer: for the writes that come here (one row inserted, a table no query watches updated
         or deleted from: ``Model.objects.create()``, most writes) the record is all one write's,
-        so it goes straight to the log. A dozen calls fewer per write, most of what the capture
-        adds to a create. The tables are ones ``commits.tracks``.
+        so it goes straight to the log (``PendingCommit.encoded_alone``). A dozen calls fewer per
+        write, most of what the capture adds to a create. The tables are ones ``commits.tracks``.
         """
         self.__enter__()
         _local.depth += 1  # the compiler's SQL (``_in_compiler``, inline)
@@ -238,27 +231,31 @@ class _OwnTransaction:
             raise
         finally:
             _local.depth -= 1
+        self._finish(changes, result)
+        return result
+
+    def _finish(self, changes: Callable[[Any], _Changes] | None = None, result: Any = None) -> None:
+        """Append the change record and COMMIT; on failure roll back, and raise Django's error.
+        The record is the buffered writes', or with ``changes`` that of the one write that is the
+        whole transaction: ``changes(result)``."""
         connection = self.connection
         try:
-            rows, opaque = changes(result)
-            if self.pending.parts:  # a write inside this one recorded itself: one record of all
-                commits.record(connection, rows, opaque)
+            if changes is None:
                 record = self.pending.encoded()
             else:
-                revoked = identities.revoked_by(rows, opaque)
-                record = encode_change(rows, opaque, revoked, origin.current(rows, opaque))
-            version = logtable.append_and_commit(connection, record, self.cursor)
+                rows, opaque = changes(result)
+                record = self.pending.encoded_alone(connection, rows, opaque)
+            version = self._commit(record)
         except BaseException:
             self._rollback()
             with connection.wrap_database_errors:
                 raise
         commits.committed(connection, version)
-        return result
 
-    def _commit(self) -> int | None:
-        """Append the change record and COMMIT, straight on the DB-API connection (none of this
-        is a write to capture); the record's version."""
-        return logtable.append_and_commit(self.connection, self.pending.encoded(), self.cursor)
+    def _commit(self, record: str | None) -> int | None:
+        """Append ``record`` (unless None) and COMMIT, straight on the DB-API connection (none of
+        this is a write to capture); the record's version."""
+        return logtable.append_and_commit(self.connection, record, self.cursor)
 
     def _rollback(self) -> None:
         """Undo the write; the error that got here is the one worth raising, not the ROLLBACK's
@@ -348,9 +345,9 @@ class _PostgresOwnTransaction(_OwnTransaction):
             return
         super().__exit__(exc_type, exc, traceback)
 
-    def _commit(self) -> int | None:
+    def _commit(self, record: str | None) -> int | None:
         _begin_now(self.connection)  # if no statement took it
-        return logtable.append_and_commit(self.connection, self.pending.encoded())
+        return logtable.append_and_commit(self.connection, record)
 
     def _rollback(self) -> None:
         _local.begin_with = None
