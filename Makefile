@@ -52,7 +52,11 @@ test-python: test-embedded test-redis
 test-js: install clients/js/node_modules/.installed
 	cd clients/js && npm test
 
-test: lint test-embedded test-redis test-js
+# The two Python passes run at once (most of their time is spent waiting on servers, sockets and
+# browsers): each one's output is printed whole when it ends; the JavaScript tests follow the first.
+test: lint
+	@echo "make test: the embedded and Redis passes run at once; each prints its output when it ends."
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-embedded test-redis test-js
 
 # Every scenario against the baselines, in one run (about 25 minutes on 2 cores): BENCHMARKS.md,
 # bench/results/<date>.json and the plots. bench-quick: tiny counts, under two minutes (CI), written

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 HOST = "127.0.0.1"
 
@@ -14,10 +17,37 @@ class ServerExited(RuntimeError):
 
 
 def free_port() -> int:
-    """A port nothing listens on now (another process may take it before we bind it)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, and that no other process of this machine was handed by
+    ``free_port`` in the last ``PORT_HELD_S`` (``make test`` runs its two passes at once: each
+    starts servers, and without this one could be told the port the other's server is about to
+    take). Another program may still take it before our server binds it (``ServerExited``)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+        if _reserve(port):
+            return port
+    return port  # every port tried was handed out just now: the kernel's choice all the same
+
+
+PORT_HELD_S = 300
+_RESERVED = Path(tempfile.gettempdir()) / "reactive-test-ports"
+
+
+def _reserve(port: int) -> bool:
+    """Mark ``port`` as handed out (a file per port, shared by every process of the machine,
+    under one lock); False if another process was handed it in the last ``PORT_HELD_S``."""
+    _RESERVED.mkdir(exist_ok=True)
+    mark = _RESERVED / str(port)
+    with open(_RESERVED / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if time.time() - mark.stat().st_mtime < PORT_HELD_S:
+                return False
+        except FileNotFoundError:
+            pass
+        mark.touch()
+        return True
 
 
 def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
