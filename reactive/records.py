@@ -2,8 +2,9 @@
 
 - ``ReadSet`` (capture -> index): the rows a query run depends on.
 - ``RowChange`` and ``ChangeRecord`` (capture -> change log -> invalidator): what a commit wrote.
-- ``value_text`` and ``encode_change`` / ``decode_change``: the one text form of values and of
-  change records, shared by the log table, the in-memory index and Redis.
+- ``value_text`` and ``encode_change`` (``encode_inserted_row``) / ``decode_change``: the one
+  text form of values and of change records, shared by the log table, the in-memory index and
+  Redis.
 """
 
 from __future__ import annotations
@@ -229,6 +230,16 @@ def encode_change(
         record["columns"] = columns
     if revoked:  # rare: most commits end no sign-in
         record["revoked"] = sorted(revoked)
+    if origin is not None:
+        record["origin"] = origin
+    return orjson.dumps(record).decode()
+
+
+def encode_inserted_row(table: str, new_text: dict[str, str], origin: tuple[str, str] | None) -> str:
+    """``encode_change`` of a commit that inserted one row, its image already value texts (as
+    ``image_text`` makes them): the record of ``Model.objects.create()``, the most common write,
+    without a loop for its one row. An insert ends no sign-in (``capture/identities.py``)."""
+    record: dict = {"rows": [[table, None, new_text]], "opaque": []}
     if origin is not None:
         record["origin"] = origin
     return orjson.dumps(record).decode()

@@ -9,8 +9,10 @@ ignored tables appends nothing.
 
 from __future__ import annotations
 
+import uuid
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import date, time, timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
@@ -25,7 +27,8 @@ from reactive.backends.changelog import DatabaseLog
 from reactive.capture import commits
 from reactive.models import MutationRecord
 from reactive.records import ChangeRecord
-from tests.testapp.models import Legacy
+from tests.testapp.models import Channel as ItemChannel
+from tests.testapp.models import Item, Legacy, Owner, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,6 +90,54 @@ def test_a_failed_autocommit_write_leaves_no_record_and_no_open_transaction() ->
     Channel.objects.create(name="after the failure")
     assert [[row.table for row in r.rows] for r in records_since(start)] == [["chat_channel"]]
     assert Channel.objects.filter(name="after the failure").exists()
+
+
+def test_a_row_created_alone_is_recorded_as_one_created_in_a_transaction() -> None:
+    # A create in autocommit mode makes its record straight from the row, its image made text as
+    # it is read (``patches._inserted_record``); a create in atomic() goes through the
+    # transaction's buffer and ``encode_change``. Every field type, a NULL, a key the database
+    # gives and a key given: the two records hold the same images.
+    owner = Owner.objects.create(name="a user")
+    channel = ItemChannel.objects.create(name="a channel", owner=owner)
+    values = {
+        "number": 7,
+        "flag": True,
+        "title": "a title",
+        "price": Decimal("1.50"),
+        "created": timezone.now(),
+        "day": date(2026, 12, 1),
+        "at": time(12, 30),
+        "duration": timedelta(seconds=90),
+        "ratio": 0.25,
+        "token": uuid.uuid4(),
+        "data": {"k": [1, "x"]},
+        "blob": b"\x00\x01",
+        "nickname": None,
+        "external": 5,
+        "channel": channel,
+        "editor": owner,
+    }
+    start = DatabaseLog().head()
+    alone = Item.objects.create(**values)
+    with transaction.atomic():
+        in_transaction = Item.objects.create(**values)
+    Tag.objects.create(slug="alone", label="a label")
+    with transaction.atomic():
+        Tag.objects.create(slug="in-transaction", label="a label")
+    records = records_since(start)
+    assert [record.origin for record in records] == [records[0].origin] * 4
+
+    def image(record: ChangeRecord, key_column: str, key: str) -> dict:
+        (row,) = record.rows
+        assert (row.table, row.old) == ({"id": Item, "slug": Tag}[key_column]._meta.db_table, None)
+        new = dict(row.new)
+        assert new.pop(key_column) == key
+        return new
+
+    items = image(records[0], "id", f"i{alone.pk}"), image(records[1], "id", f"i{in_transaction.pk}")
+    assert items[0] == items[1]
+    assert items[0]["number"] == "i7" and items[0]["nickname"] == "~"
+    assert image(records[2], "slug", "salone") == image(records[3], "slug", "sin-transaction")
 
 
 @contextmanager

@@ -120,16 +120,13 @@ class PendingCommit:
             revoked = _EMPTY.union(*(part[3] for part in parts))
         return encode_change(rows, opaque, revoked, origin.current(rows, opaque))
 
-    def encoded_alone(self, connection, rows: list[RowChange], opaque_tables: frozenset[str]) -> str | None:
-        """The change record of one write that is the whole of the transaction, its tables
-        tracked (``tracks``): straight from its changes, without the buffer ``record`` keeps for
-        transactions of several writes. Should a write inside it have recorded itself, the
-        record of them all."""
-        if self.parts:
-            record(connection, rows, opaque_tables)
-            return self.encoded()
-        revoked = identities.revoked_by(rows, opaque_tables)
-        return encode_change(rows, opaque_tables, revoked, origin.current(rows, opaque_tables))
+
+def encoded_alone(rows: list[RowChange], opaque_tables: frozenset[str]) -> str:
+    """The change record of one write that is the whole of its transaction, its tables tracked
+    (``tracks``): straight from its changes, without the buffer ``record`` keeps for
+    transactions of several writes."""
+    revoked = identities.revoked_by(rows, opaque_tables)
+    return encode_change(rows, opaque_tables, revoked, origin.current(rows, opaque_tables))
 
 
 def pending_commit(connection) -> PendingCommit:

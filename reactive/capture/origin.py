@@ -54,7 +54,8 @@ def process_role(argv: list[str] | None = None) -> str:
 
 
 def current(rows: Iterable[RowChange] = (), opaque_tables: Collection[str] = ()) -> tuple[str, str]:
-    """(process, what runs) for a commit made now in this context, which wrote these."""
+    """(process, what runs) for a commit made now in this context, which wrote these rows and
+    these tables (written without rows, or whose rows need not be looked at)."""
     acting = _acting.get()
     if acting is not None:
         return process_name(), acting

@@ -24,7 +24,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext, suppress
-from functools import partial, wraps
+from functools import cache, partial, wraps
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet, FullResultSet
@@ -39,8 +39,8 @@ from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.constants import MULTI, NO_RESULTS, ROW_COUNT
 from django.db.models.sql.query import Query
 
-from ..records import ANY_TABLE, RowChange
-from . import commits, logtable, tracking
+from ..records import ANY_TABLE, RowChange, encode_inserted_row, value_text
+from . import commits, logtable, origin, tracking
 from .readsets import (
     PLAIN_TYPES,
     canonical_value,
@@ -212,15 +212,15 @@ class _OwnTransaction:
             return
         self._finish()
 
-    def run_alone(self, run: Callable[[], Any], changes: Callable[[Any], _Changes]) -> Any:
+    def run_alone(self, run: Callable[[], Any], record: _Record, changes: _ChangesOf) -> Any:
         """``run()`` a write that is the whole of this transaction, then commit it with its
-        record: ``changes(result)``, its rows and the tables it wrote without rows.
+        change record, ``record(result)``, encoded (``changes(result)``: its rows and tables,
+        should a write inside it have been buffered after all; none is).
 
         What ``with self:`` around the write and ``commits.record`` do, without the transaction's
         buffer: for the writes that come here (one row inserted, a table no query watches updated
         or deleted from: ``Model.objects.create()``, most writes) the record is all one write's,
-        so it goes straight to the log (``PendingCommit.encoded_alone``). A dozen calls fewer per
-        write, most of what the capture adds to a create. The tables are ones ``commits.tracks``.
+        so it goes straight to the log. The tables are ones ``commits.tracks``.
         """
         self.__enter__()
         _local.depth += 1  # the compiler's SQL (``_in_compiler``, inline)
@@ -231,21 +231,26 @@ class _OwnTransaction:
             raise
         finally:
             _local.depth -= 1
-        self._finish(changes, result)
+        self._finish(result, record, changes)
         return result
 
-    def _finish(self, changes: Callable[[Any], _Changes] | None = None, result: Any = None) -> None:
+    def _finish(
+        self, result: Any = None, record: _Record | None = None, changes: _ChangesOf | None = None
+    ) -> None:
         """Append the change record and COMMIT; on failure roll back, and raise Django's error.
-        The record is the buffered writes', or with ``changes`` that of the one write that is the
-        whole transaction: ``changes(result)``."""
+        The record is the buffered writes', or ``record(result)``, that of the one write that is
+        the whole transaction."""
         connection = self.connection
+        pending = self.pending
         try:
-            if changes is None:
-                record = self.pending.encoded()
+            if record is None:
+                encoded = pending.encoded()
+            elif pending.parts:  # a write inside it recorded itself: one record of them all
+                commits.record(connection, *changes(result))
+                encoded = pending.encoded()
             else:
-                rows, opaque = changes(result)
-                record = self.pending.encoded_alone(connection, rows, opaque)
-            version = self._commit(record)
+                encoded = record(result)
+            version = self._commit(encoded)
         except BaseException:
             self._rollback()
             with connection.wrap_database_errors:
@@ -271,6 +276,9 @@ class _OwnTransaction:
 # What one write changed: its rows, and the tables it wrote without rows.
 _Changes = tuple[list[RowChange], frozenset[str]]
 _NO_TABLES: frozenset[str] = frozenset()
+# A write alone's change record, encoded, and its changes, from what the write returned.
+_Record = Callable[[Any], str]
+_ChangesOf = Callable[[Any], _Changes]
 
 
 class _PostgresOwnTransaction(_OwnTransaction):
@@ -407,11 +415,11 @@ def _wrap_insert(original):
             and len(self.query.objs) == 1
             and self.query.on_conflict is None
         ):
-
-            def changes(returned) -> _Changes:
-                return _inserted_rows(self, returning_fields, returned), _NO_TABLES
-
-            return transaction.run_alone(partial(original, self, returning_fields), changes)
+            return transaction.run_alone(
+                partial(original, self, returning_fields),
+                partial(_inserted_record, self, returning_fields),
+                partial(_inserted_changes, self, returning_fields),
+            )
         with transaction as own:
             if (
                 own is not None
@@ -454,36 +462,63 @@ def _record_insert_with_statement(own: _PostgresOwnTransaction, compiler, return
 
 
 def _inserted_rows(compiler, returning_fields, returned) -> list[RowChange]:
-    """The rows an INSERT wrote: the values it set, and those the database returned (its key).
-    Every field it sets is concrete (it names the field's column)."""
+    """The rows an INSERT wrote: the values it set, and those the database returned (its key)."""
     query = compiler.query
-    meta = query.get_meta()
+    meta = query.model._meta
     table = meta.db_table
-    fields = query.fields
     returned_rows = returned if type(returned) is list else ()
     rows = []
     for index, obj in enumerate(query.objs):
-        image = {}
-        for field in fields:  # no list of (field, plain type) first: most inserts are of one row
-            try:
-                plain = field.reactive_plain_type  # plain_value_type(field), once known
-            except AttributeError:
-                plain = plain_value_type(field)
-            value = getattr(obj, field.attname, None)
-            if type(value) is plain or (value is None and plain is not None):
-                image[field.column] = value  # canonical_value's own shortcut, without a call per value
-            # An expression's value (a database default's) stays unknown.
-            elif type(value) in PLAIN_TYPES or not hasattr(value, "resolve_expression"):
-                image[field.column] = canonical_value(field, value)
-        if index < len(returned_rows):
-            for field, value in zip(returning_fields, returned_rows[index], strict=False):
-                image[field.column] = canonical_value(field, value)
-        else:
-            pk = meta.pk
-            if pk.column not in image and getattr(obj, pk.attname, None) is not None:
-                image[pk.column] = canonical_value(pk, getattr(obj, pk.attname))
+        returned_row = returned_rows[index] if index < len(returned_rows) else None
+        image = _inserted_image(meta, query.fields, obj, returning_fields, returned_row, False)
         rows.append(RowChange(table, None, image))
     return rows
+
+
+def _inserted_changes(compiler, returning_fields, returned) -> _Changes:
+    return _inserted_rows(compiler, returning_fields, returned), _NO_TABLES
+
+
+def _inserted_record(compiler, returning_fields, returned) -> str:
+    """The change record of the one row of an INSERT in a transaction of its own: its image
+    made text as it is read, then encoded without another pass over it."""
+    query = compiler.query
+    meta = query.model._meta
+    returned_row = returned[0] if type(returned) is list and returned else None
+    image = _inserted_image(meta, query.fields, query.objs[0], returning_fields, returned_row, True)
+    table = meta.db_table
+    return encode_inserted_row(table, image, origin.current((), (table,)))
+
+
+def _inserted_image(meta, fields, obj, returning_fields, returned_row, as_text: bool) -> dict:
+    """The image of a row an INSERT wrote: the values it set (every field it sets is concrete:
+    it names the field's column), and those the database returned (``returned_row``: its key).
+    ``as_text``: each value's text (``records.value_text``, as ``image_text`` makes them)."""
+    image = {}
+    for field in fields:  # no list of (field, plain type) first: most inserts are of one row
+        try:
+            plain = field.reactive_plain_type  # plain_value_type(field), once known
+        except AttributeError:
+            plain = plain_value_type(field)
+        value = getattr(obj, field.attname, None)
+        # canonical_value's own shortcut first, without a call per value.
+        if type(value) is not plain and (value is not None or plain is None):
+            if type(value) not in PLAIN_TYPES and hasattr(value, "resolve_expression"):
+                continue  # an expression's value (a database default's) stays unknown
+            value = canonical_value(field, value)
+        if as_text:  # value_text's most common case inline
+            value = f"i{value}" if type(value) is int else value_text(value)
+        image[field.column] = value
+    if returned_row is not None:
+        for field, value in zip(returning_fields, returned_row, strict=False):
+            value = canonical_value(field, value)
+            image[field.column] = value_text(value) if as_text else value
+    else:
+        pk = meta.pk
+        if pk.column not in image and getattr(obj, pk.attname, None) is not None:
+            value = canonical_value(pk, getattr(obj, pk.attname))
+            image[pk.column] = value_text(value) if as_text else value
+    return image
 
 
 def _wrap_update(original):
@@ -498,7 +533,7 @@ def _wrap_update(original):
         transaction = _own_transaction(self.connection, (table,))
         fields = _image_fields(self.query.get_meta(), "update")
         if fields is None and type(transaction) is _OwnTransaction and not self.query.related_updates:
-            return transaction.run_alone(partial(original, self, result_type), _table_written(table))
+            return transaction.run_alone(partial(original, self, result_type), *_table_written(table))
         with transaction as own:
             if fields is None:
                 run = partial(original, self, result_type)
@@ -541,10 +576,12 @@ def _write_table(
     return result
 
 
-def _table_written(table: str) -> Callable[[Any], _Changes]:
-    """The changes of a write of ``table`` whose rows nobody needs, whatever it returned."""
+@cache
+def _table_written(table: str) -> tuple[_Record, _ChangesOf]:
+    """The record and the changes of a write alone of ``table`` whose rows nobody needs,
+    whatever it returned (``_OwnTransaction.run_alone``)."""
     tables = frozenset((table,))
-    return lambda _result: ([], tables)
+    return lambda _result: commits.encoded_alone([], tables), lambda _result: ([], tables)
 
 
 def _constant_assignments(compiler) -> dict | None:
@@ -610,7 +647,7 @@ def _wrap_delete(original):
         fields = _image_fields(self.query.get_meta(), "delete")
         if fields is None and type(transaction) is _OwnTransaction:
             run = partial(original, self, result_type, *args, **kwargs)
-            return transaction.run_alone(run, _table_written(table))
+            return transaction.run_alone(run, *_table_written(table))
         with transaction as own:
             if fields is None:
                 run = partial(original, self, result_type, *args, **kwargs)
