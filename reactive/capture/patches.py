@@ -531,7 +531,7 @@ def _wrap_update(original):
                 return original(self, result_type)
         table = self.query.get_meta().db_table
         transaction = _own_transaction(self.connection, (table,))
-        fields = _image_fields(self.query.get_meta(), "update")
+        fields = _image_fields(self, "update")
         if fields is None and type(transaction) is _OwnTransaction and not self.query.related_updates:
             return transaction.run_alone(partial(original, self, result_type), *_table_written(table))
         with transaction as own:
@@ -539,7 +539,7 @@ def _wrap_update(original):
                 run = partial(original, self, result_type)
                 return _write_table(own, self.connection, table, run, not self.query.related_updates)
             assigned = {field.column for field, _model, _value in self.query.values}
-            if not self.query.related_updates and not assigned.intersection(f.column for f in fields):
+            if not self.query.related_updates and assigned.isdisjoint(fields.columns):
                 # The columns read are not written: their values after the UPDATE are the old ones.
                 returned = _execute_returning(self, fields, result_type)
                 if returned is not None:
@@ -596,14 +596,14 @@ def _constant_assignments(compiler) -> dict | None:
     return assignments
 
 
-def _updated_rows(compiler, table: str, fields, old: list[dict]) -> list[RowChange]:
+def _updated_rows(compiler, table: str, fields: _ImageFields, old: list[dict]) -> list[RowChange]:
     assignments = _constant_assignments(compiler)
     assigned = frozenset(field.column for field, _model, _value in compiler.query.values)
-    comparable = frozenset(field.column for field in fields if _comparable(field))
+    comparable = fields.comparable
     if assignments is None:
         # An expression (F() + 1, Case/When of bulk_update): read the new values back.
         pk = compiler.query.get_meta().pk
-        new = _read_images_by_pk(compiler, fields, [image[pk.column] for image in old])
+        new = _read_images_by_pk(compiler, fields.fields, [image[pk.column] for image in old])
         new_by_pk = {image[pk.column]: image for image in new}
         images = [(image, new_by_pk.get(image[pk.column])) for image in old]
     else:
@@ -612,12 +612,6 @@ def _updated_rows(compiler, table: str, fields, old: list[dict]) -> list[RowChan
         RowChange(table, before, after, _changed_columns(assigned, comparable, before, after))
         for before, after in images
     ]
-
-
-def _comparable(field) -> bool:
-    """Whether two equal canonical values of the field's column are one database value (JSON
-    text keeps its key order in some databases, so its values are never compared)."""
-    return not isinstance(value_field(field), JSONField)
 
 
 def _changed_columns(assigned: frozenset[str], comparable: frozenset[str], old, new) -> frozenset[str]:
@@ -644,7 +638,7 @@ def _wrap_delete(original):
         tracking.forbid_write()
         table = self.query.get_meta().db_table
         transaction = _own_transaction(self.connection, (table,))
-        fields = _image_fields(self.query.get_meta(), "delete")
+        fields = _image_fields(self, "delete")
         if fields is None and type(transaction) is _OwnTransaction:
             run = partial(original, self, result_type, *args, **kwargs)
             return transaction.run_alone(run, *_table_written(table))
@@ -665,7 +659,7 @@ def _wrap_delete(original):
     return execute_sql
 
 
-def _execute_returning(compiler, fields, result_type) -> tuple[int | None, list[dict]] | None:
+def _execute_returning(compiler, fields: _ImageFields, result_type) -> tuple[int | None, list[dict]] | None:
     """Run an UPDATE or DELETE with ``RETURNING`` the columns of ``fields``: what Django's
     ``execute_sql(result_type)`` returns, and the rows' images, in one statement (Postgres,
     SQLite >= 3.35). None where it cannot, and nothing ran: the caller reads the images first.
@@ -687,47 +681,86 @@ def _execute_returning(compiler, fields, result_type) -> tuple[int | None, list[
         sql = ""
     if not sql:
         return None, []  # Django runs nothing either
-    quote = connection.ops.quote_name
-    returning = ", ".join(quote(field.column) for field in fields)
-    images = _fetch_images(compiler, fields, f"{sql} RETURNING {returning}", params)
+    images = _fetch_images(compiler, fields, f"{sql} RETURNING {fields.quoted}", params)
     return (len(images) if result_type == ROW_COUNT else None), images
 
 
-def _fetch_images(compiler, fields, sql: str, params) -> list[dict]:
+def _fetch_images(compiler, fields: _ImageFields, sql: str, params) -> list[dict]:
     """Run ``sql``, whose rows hold the columns of ``fields``: their images, as the ORM would
     read them (the fields' converters) in canonical form."""
     with _in_compiler, compiler.connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    alias = compiler.query.get_meta().db_table
-    converters = compiler.get_converters([field.get_col(alias) for field in fields])
-    if converters:
-        rows = compiler.apply_converters(rows, converters)
-    return [
-        {f.column: canonical_value(f, value) for f, value in zip(fields, row, strict=True)} for row in rows
-    ]
+    if fields.converters:
+        rows = compiler.apply_converters(rows, fields.converters)
+    images = []
+    for row in rows:  # loops, not comprehensions: this runs for every watched write
+        image = {}
+        for field, value in zip(fields.fields, row, strict=True):
+            image[field.column] = canonical_value(field, value)
+        images.append(image)
+    return images
 
 
-def _image_fields(meta, write: str) -> list | None:
+class _ImageFields:
+    """The fields whose old values an update or delete of a table reads (``_image_fields``), and
+    what reading them takes, made once per connection: the columns, quoted for ``SELECT`` and
+    ``RETURNING``, the ``SELECT`` by primary key that ``save()`` needs, and the fields'
+    converters (``SQLCompiler.get_converters``)."""
+
+    __slots__ = ("by_key", "columns", "comparable", "converters", "fields", "quoted", "select")
+
+    def __init__(self, compiler, meta, fields: tuple) -> None:
+        quote = compiler.connection.ops.quote_name
+        self.fields = fields
+        self.columns = frozenset(field.column for field in fields)
+        # Two equal canonical values of a JSON column need not be one database value (its text
+        # keeps its key order in some databases): they are never compared.
+        self.comparable = frozenset(
+            field.column for field in fields if not isinstance(value_field(field), JSONField)
+        )
+        self.quoted = ", ".join(quote(field.column) for field in fields)
+        self.select = f"SELECT {self.quoted} FROM {quote(meta.db_table)}"
+        self.by_key = f"{self.select} WHERE {quote(meta.pk.column)} = %s"
+        self.converters = compiler.get_converters([field.get_col(meta.db_table) for field in fields])
+
+
+_IMAGE_FIELDS_KEPT = 256  # per connection: tables times the sets of columns watched on each
+
+
+def _image_fields(compiler, write: str) -> _ImageFields | None:
     """The fields whose old values an ``"update"`` or ``"delete"`` must read: the primary key and
     every column that a live query constrains. ``None``: the table is ignored or nobody watches
     it, and the write cannot end a sign-in (``identities.py``)."""
+    meta = compiler.query.get_meta()
     watched = commits.watched_columns(meta.db_table, write)
     if watched is None:
         return None
-    return [f for f in meta.local_concrete_fields if f.primary_key or f.column in watched]
+    connection = compiler.connection
+    try:
+        kept = connection.reactive_image_fields
+    except AttributeError:
+        kept = connection.reactive_image_fields = {}
+    key = (meta, watched)  # a proxy model's fields are not its concrete model's
+    fields = kept.get(key)
+    if fields is None:
+        if len(kept) >= _IMAGE_FIELDS_KEPT:
+            kept.clear()
+        chosen = tuple(f for f in meta.local_concrete_fields if f.primary_key or f.column in watched)
+        fields = kept[key] = _ImageFields(compiler, meta, chosen)
+    return fields
 
 
-def _read_images(compiler, fields) -> list[dict]:
+def _read_images(compiler, fields: _ImageFields) -> list[dict]:
     """The current values of ``fields`` for the rows the write's WHERE selects."""
     images = _read_images_by_where(compiler, fields)
     if images is not None:
         return images
     query = compiler.query.chain(klass=Query)
-    return _select(query, compiler.using, fields)
+    return _select(query, compiler.using, fields.fields)
 
 
-def _read_images_by_where(compiler, fields) -> list[dict] | None:
+def _read_images_by_where(compiler, fields: _ImageFields) -> list[dict] | None:
     """``SELECT`` the columns of ``fields`` ``WHERE`` the write's own condition, compiled by the
     write's compiler, when that condition names the write's table alone (``save()``,
     ``filter(pk=...).update()``): building a SELECT through the ORM costs as much as the write.
@@ -735,21 +768,19 @@ def _read_images_by_where(compiler, fields) -> list[dict] | None:
     query = compiler.query
     meta = query.get_meta()
     table = meta.db_table
-    if any(count and alias != table for alias, count in query.alias_refcount.items()):
-        return None
-    quote = compiler.connection.ops.quote_name
+    for alias, count in query.alias_refcount.items():  # a loop, not any(): every watched write
+        if count and alias != table:
+            return None
     key = _primary_key_value(query.where, meta.pk)
     if key is not None:  # save(): the WHERE is the key alone, known without compiling it again
-        where, params = f"{quote(meta.pk.column)} = %s", (key,)
-    else:
-        try:
-            where, params = compiler.compile(query.where)
-        except EmptyResultSet:
-            return []
-        except FullResultSet:
-            where, params = "", ()
-    columns = ", ".join(quote(field.column) for field in fields)
-    sql = f"SELECT {columns} FROM {quote(table)}" + (f" WHERE {where}" if where else "")
+        return _fetch_images(compiler, fields, fields.by_key, (key,))
+    try:
+        where, params = compiler.compile(query.where)
+    except EmptyResultSet:
+        return []
+    except FullResultSet:
+        where, params = "", ()
+    sql = f"{fields.select} WHERE {where}" if where else fields.select
     return _fetch_images(compiler, fields, sql, params)
 
 
