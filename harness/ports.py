@@ -17,10 +17,11 @@ class ServerExited(RuntimeError):
 
 
 def free_port() -> int:
-    """A port nothing listens on now, and that no other process of this machine was handed by
-    ``free_port`` in the last ``PORT_HELD_S`` (``make test`` runs its two passes at once: each
-    starts servers, and without this one could be told the port the other's server is about to
-    take). Another program may still take it before our server binds it (``ServerExited``)."""
+    """A port nothing listens on now, and that no process of this machine (this one included)
+    was handed by ``free_port`` in the last ``PORT_HELD_S`` (``make test`` runs its two passes at
+    once: each starts servers, and without this one could be told the port the other's server is
+    about to take). Another program may still take it before our server binds it
+    (``ServerExited``)."""
     for _ in range(100):
         with socket.socket() as sock:
             sock.bind((HOST, 0))
